@@ -1,0 +1,51 @@
+# The README's commands. `make drill` and `make test` do all the set-up on a fresh machine.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: install drill test lint lab benchmark sandbox-up sandbox-down notebooks clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## Start the sandbox, run the database-loss drill, stop the sandbox; prints where the report is.
+drill: install
+	$(BIN)/drlib sandbox up
+	$(BIN)/drlib drill run postgres_database_loss; status=$$?; $(BIN)/drlib sandbox down; exit $$status
+
+## The whole test suite (starts its own PostgreSQL, Redis, S3 endpoint and API on free ports).
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check drlib tests benchmarks tools
+	$(BIN)/ruff format --check drlib tests benchmarks tools
+	$(BIN)/mypy
+
+## JupyterLab on the runbook notebooks, against the sandbox.
+lab: install
+	$(BIN)/python -m pip install -q -e '.[lab]'
+	$(BIN)/drlib sandbox up
+	$(BIN)/drlib lab
+
+## Restore benchmark on a >1 GB seeded database (takes several minutes).
+benchmark: install
+	$(BIN)/python benchmarks/restore_benchmark.py
+
+sandbox-up: install
+	$(BIN)/drlib sandbox up
+
+sandbox-down: install
+	$(BIN)/drlib sandbox down
+
+## Regenerate the notebooks from tools/make_notebooks.py (committed without outputs).
+notebooks: install
+	$(BIN)/python tools/make_notebooks.py
+
+clean:
+	rm -rf $(VENV) .drlib .pytest_cache .mypy_cache .ruff_cache

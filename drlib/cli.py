@@ -1,0 +1,314 @@
+"""The ``drlib`` command. The only place that turns errors into exit codes:
+0 all good, 1 a drill failed (a check failed or a step raised), 2 bad usage, 3 a drlib error
+(bad input, unreachable server, …) with its message."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from drlib import __version__
+from drlib.exceptions import DrlibError
+
+EXIT_DRILL_FAILED = 1
+EXIT_DRLIB_ERROR = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(func: F) -> F:
+    """Print a :class:`DrlibError` as one line (with its code) and exit 3."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DrlibError as exc:
+            click.secho(f"error [{exc.code}]: {exc.message}", fg="red", err=True)
+            sys.exit(EXIT_DRLIB_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="drlib")
+def main() -> None:
+    """Executable disaster-recovery runbooks: sandbox, drills, backups and reports."""
+
+
+# -- sandbox ------------------------------------------------------------------------------
+@main.group()
+def sandbox() -> None:
+    """The embedded stack: PostgreSQL, Redis, an S3 endpoint and the sample API."""
+
+
+@sandbox.command("up")
+@click.option(
+    "--size",
+    type=click.Choice(["small", "medium", "large"]),
+    default="small",
+    show_default=True,
+    help="seed data size (large: over 1 GB, for benchmarks)",
+)
+@handles_errors
+def sandbox_up(size: str) -> None:
+    """Start (or repair) the sandbox and print its connection details."""
+    from drlib.sandbox.stack import Sandbox
+
+    box = Sandbox()
+    status = box.up(size=size)
+    click.echo(status.describe())
+    click.echo(f"connection details: {box.connection_file}")
+
+
+@sandbox.command("status")
+@handles_errors
+def sandbox_status() -> None:
+    """Show which sandbox services run; exit 1 when any is down."""
+    from drlib.sandbox.stack import Sandbox
+
+    status = Sandbox().status()
+    if not status.services:
+        click.echo("sandbox is not set up: run `drlib sandbox up`")
+        sys.exit(1)
+    click.echo(status.describe())
+    sys.exit(0 if status.running else 1)
+
+
+@sandbox.command("down")
+@click.option("--purge", is_flag=True, help="also delete the sandbox's data, backups and secrets")
+@handles_errors
+def sandbox_down(purge: bool) -> None:
+    """Stop every sandbox process (and with --purge delete its data)."""
+    from drlib.sandbox.stack import Sandbox
+
+    Sandbox().down(purge=purge)
+    click.echo("sandbox stopped" + (" and purged" if purge else ""))
+
+
+# -- drill --------------------------------------------------------------------------------
+@main.group()
+def drill() -> None:
+    """Run runbook scenarios as drills and archive dated reports."""
+
+
+@drill.command("list")
+def drill_list() -> None:
+    """List the scenarios, their parameters and the named plans."""
+    from drlib.scenarios import PLANS, SCENARIOS
+
+    for scenario in SCENARIOS.values():
+        click.echo(f"{scenario.id}: {scenario.title}")
+        for param in scenario.params:
+            click.echo(f"    -p {param.name} ({param.type.__name__}, default {param.default!r}): {param.doc}")
+    click.echo("plans: " + "; ".join(f"{name} = {', '.join(ids)}" for name, ids in PLANS.items()))
+
+
+@drill.command("run")
+@click.argument("scenarios", nargs=-1)
+@click.option("--plan", help="run a named set of scenarios (monthly, quarterly, annually)")
+@click.option("--env", "environment", help="profile to drill (default: sandbox)")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    type=(str, str),
+    multiple=True,
+    metavar="NAME VALUE",
+    help="notebook parameter, repeatable",
+)
+@click.option("--timeout", type=float, default=3600, show_default=True, help="whole-run timeout per scenario, seconds")
+@click.option("--yes", "confirm", is_flag=True, help="confirm failure injection on a non-sandbox drill target")
+@click.option("--reports", "reports_root", type=click.Path(path_type=Path), help="reports folder (default ./reports)")
+@handles_errors
+def drill_run(
+    scenarios: tuple[str, ...],
+    plan: str | None,
+    environment: str | None,
+    parameters: tuple[tuple[str, str], ...],
+    timeout: float,
+    confirm: bool,
+    reports_root: Path | None,
+) -> None:
+    """Run SCENARIOS (or --plan) as drills; exit 0 only when every check passed."""
+    from drlib.drill import run_scenario
+    from drlib.parameters import validate
+    from drlib.scenarios import get_scenario, plan_scenarios
+
+    ids = list(scenarios) + (list(plan_scenarios(plan)) if plan else [])
+    if not ids:
+        raise click.UsageError("name at least one scenario, or --plan (see `drlib drill list`)")
+    overrides = dict(parameters)
+    for scenario_id in ids:  # every scenario and parameter is checked before anything runs
+        validate(get_scenario(scenario_id).params, overrides, scenario=scenario_id)
+    failed = False
+    for scenario_id in ids:
+        click.echo(f"== drill {scenario_id} ({environment or os.environ.get('DRLIB_PROFILE', 'sandbox')})")
+        result = run_scenario(
+            scenario_id,
+            environment=environment,
+            overrides=overrides,
+            confirm_target=confirm,
+            timeout=timeout,
+            reports_root=reports_root,
+        )
+        colour = "green" if result.passed else "red"
+        click.secho(f"{result.status.upper()}: {scenario_id}", fg=colour, bold=True)
+        if result.error:
+            click.secho(f"  step {result.error.get('step')} raised: {result.error.get('message')}", fg="red")
+        for item in result.failing_checks:
+            click.secho(
+                f"  FAIL {item['name']}: expected {item['expected']}, observed {item['observed']}"
+                + (f" ({item['detail']})" if item.get("detail") else ""),
+                fg="red",
+            )
+        click.echo(f"  report: {result.folder / 'report.html'}")
+        failed = failed or not result.passed
+    sys.exit(EXIT_DRILL_FAILED if failed else 0)
+
+
+# -- backups ------------------------------------------------------------------------------
+@main.group()
+def backup() -> None:
+    """Take, list and verify database backups."""
+
+
+@backup.command("create")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@click.option("--format", "fmt", type=click.Choice(["custom", "directory"]), default="custom", show_default=True)
+@click.option("--jobs", type=int, default=1, show_default=True, help="parallel dump jobs (directory format)")
+@handles_errors
+def backup_create(environment: str | None, fmt: str, jobs: int) -> None:
+    """pg_dump the profile's database with a manifest beside it."""
+    from drlib.config import load_profile
+    from drlib.postgres.backup import backup_database
+    from drlib.postgres.connection import PgTarget
+
+    profile = load_profile(environment)
+    made = backup_database(
+        target=PgTarget.from_profile(profile),
+        backup_dir=profile.backups.postgres_dir,
+        prefix=profile.backups.prefix,
+        fmt=fmt,
+        jobs=jobs,
+    )
+    click.echo(f"{made.path} ({made.size_bytes} bytes, taken {made.created_at.isoformat(timespec='seconds')})")
+
+
+@backup.command("list")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@handles_errors
+def backup_list(environment: str | None) -> None:
+    """The backup catalogue, oldest first."""
+    from drlib.config import load_profile
+    from drlib.postgres.catalogue import catalogue_table, list_backups
+
+    profile = load_profile(environment)
+    table = catalogue_table(list_backups(profile.backups.postgres_dir, prefix=profile.backups.prefix))
+    click.echo(table.to_string(index=False) if len(table) else "no backups")
+
+
+@backup.command("verify")
+@click.argument("name", default="latest")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@click.option("--deep", is_flag=True, help="also read every data block (pg_restore -f /dev/null)")
+@click.option("--no-manifest", "no_manifest", is_flag=True, help="accept a backup without a manifest")
+@handles_errors
+def backup_verify(name: str, environment: str | None, deep: bool, no_manifest: bool) -> None:
+    """Integrity-check a backup (default: the newest); exit 3 with the reason when it is bad."""
+    from drlib.config import load_profile
+    from drlib.postgres.catalogue import list_backups, select_backup
+    from drlib.postgres.integrity import verify_backup
+
+    profile = load_profile(environment)
+    chosen = select_backup(list_backups(profile.backups.postgres_dir, prefix=profile.backups.prefix), selection=name)
+    verified = verify_backup(chosen, require_manifest=not no_manifest, deep=deep)
+    click.echo(f"{chosen.name}: OK")
+    click.echo(repr(verified.checks))
+
+
+# -- profiles and reports -------------------------------------------------------------------
+@main.command("profiles")
+@handles_errors
+def profiles() -> None:
+    """List the profiles drlib knows (built-in and drlib.toml)."""
+    from drlib.config import available_profiles
+
+    for name, table in sorted(available_profiles().items()):
+        click.echo(
+            f"{name}: {table.get('description', '')}" + ("  [drill target]" if table.get("drill_target") else "")
+        )
+
+
+@main.command("profile")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@handles_errors
+def profile_show(environment: str | None) -> None:
+    """Show a resolved profile (secret *names* only, never values)."""
+    from dataclasses import asdict
+
+    from drlib.config import load_profile
+
+    click.echo(json.dumps(asdict(load_profile(environment)), indent=2, default=str))
+
+
+@main.group()
+def reports() -> None:
+    """The archive of drill reports."""
+
+
+@reports.command("index")
+@click.option("--reports", "reports_root", type=click.Path(path_type=Path), help="reports folder")
+def reports_index(reports_root: Path | None) -> None:
+    """Rebuild reports/index.html and index.json."""
+    from drlib.config import reports_dir
+    from drlib.report import write_index
+
+    root = reports_root or reports_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    click.echo(write_index(root))
+
+
+@reports.command("verify")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def reports_verify(folder: Path) -> None:
+    """Check a report folder against its SHA256SUMS; exit 1 when anything changed."""
+    from drlib.report import verify_checksums
+
+    changed = verify_checksums(folder)
+    if changed:
+        click.secho("ALTERED: " + ", ".join(changed), fg="red")
+        sys.exit(1)
+    click.echo("intact")
+
+
+@main.command("lab")
+@click.option("--port", type=int, default=8888, show_default=True)
+def lab(port: int) -> None:
+    """Open the runbook notebooks in JupyterLab for use during an incident."""
+    from drlib.config import project_root
+
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            f"--port={port}",
+            "--no-browser",
+            f"--notebook-dir={project_root() / 'notebooks'}",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Connecting to PostgreSQL and running its programs, with credentials kept out of argv and output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import psycopg
+from psycopg import sql
+
+from drlib.config import DatabaseSettings, Profile
+from drlib.exceptions import ConnectionFailed, CredentialsRejected, DrlibError
+from drlib.postgres.tools import pg_program
+from drlib.secrets import redact, register_secret
+
+_AUTH_MARKERS = ("password authentication failed", "no password supplied", "authentication failed")
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """Where a database lives and how to authenticate (the password is never printed)."""
+
+    settings: DatabaseSettings
+    password: str | None = field(repr=False)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, *, database: str | None = None) -> PgTarget:
+        settings = profile.database
+        if database is not None:
+            settings = replace(settings, name=database)
+        password = profile.database_password()
+        register_secret(password)
+        return cls(settings=settings, password=password)
+
+    def with_database(self, name: str) -> PgTarget:
+        return PgTarget(settings=replace(self.settings, name=name), password=self.password)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def maintenance(self) -> PgTarget:
+        return self.with_database(self.settings.maintenance_db)
+
+    def conninfo(self, *, connect_timeout: int = 5) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.settings.host,
+            port=self.settings.port,
+            user=self.settings.user,
+            dbname=self.settings.name,
+            connect_timeout=connect_timeout,
+            application_name="drlib",
+        )
+
+    def tool_env(self) -> dict[str, str]:
+        """Environment for pg_dump/pg_restore/psql: the password travels in PGPASSWORD only."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(
+            PGHOST=self.settings.host,
+            PGPORT=str(self.settings.port),
+            PGUSER=self.settings.user,
+            PGDATABASE=self.settings.name,
+            PGCONNECT_TIMEOUT="10",
+            PGAPPNAME="drlib",
+        )
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def connect(self, *, autocommit: bool = True, connect_timeout: int = 5) -> psycopg.Connection:
+        """A connection, or :class:`CredentialsRejected` / :class:`ConnectionFailed`."""
+        try:
+            return psycopg.connect(
+                self.conninfo(connect_timeout=connect_timeout),
+                password=self.password or None,
+                autocommit=autocommit,
+            )
+        except psycopg.OperationalError as exc:
+            raise connection_error(exc, self) from exc
+
+
+def connection_error(exc: BaseException, target: PgTarget) -> DrlibError:
+    """Turn a driver error into the right drlib error (without the password)."""
+    text = redact(str(exc)).strip().splitlines()
+    reason = text[-1] if text else type(exc).__name__
+    address = target.settings.address
+    if any(marker in str(exc) for marker in _AUTH_MARKERS):
+        return CredentialsRejected(
+            f"PostgreSQL at {address} rejected the credentials ({reason}). Check the secret "
+            f"{target.settings.password_secret} in the environment or the profile's secrets file."
+        )
+    if "does not exist" in str(exc) and "database" in str(exc):
+        return ConnectionFailed(f"database {target.name!r} does not exist on {address}: {reason}")
+    return ConnectionFailed(
+        f"cannot reach PostgreSQL at {address}: {reason}. Check the host and port in the "
+        "profile, that the server is running, and the network/firewall in between."
+    )
+
+
+def database_exists(target: PgTarget, name: str) -> bool:
+    with target.maintenance.connect() as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def terminate_connections(conn: psycopg.Connection, database: str) -> int:
+    """End every other session on ``database`` (needed before DROP or RENAME)."""
+    rows = conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    ).fetchall()
+    return len(rows)
+
+
+def create_database(target: PgTarget, name: str) -> None:
+    with target.maintenance.connect() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+
+
+def drop_database(target: PgTarget, name: str) -> None:
+    with target.maintenance.connect() as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))) if _exists(
+            conn, name
+        ) else None
+        terminate_connections(conn, name)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def run_pg_tool(
+    program: str,
+    args: Sequence[str],
+    *,
+    target: PgTarget,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL client program against ``target``; output is returned redacted."""
+    result = subprocess.run(
+        [pg_program(program), *args],
+        env=target.tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return subprocess.CompletedProcess(result.args, result.returncode, redact(result.stdout), redact(result.stderr))

@@ -1,0 +1,63 @@
+"""Finding and running the PostgreSQL client and server programs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from drlib.exceptions import ConfigError
+
+_SEARCHED: list[str] = []
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name) or ["0"])
+
+
+@lru_cache(maxsize=1)
+def pg_bindir() -> Path | None:
+    """The folder with PostgreSQL's programs: ``$DRLIB_PG_BINDIR``, ``pg_config --bindir``,
+    the newest ``/usr/lib/postgresql/*/bin``, or None to use ``PATH``."""
+    _SEARCHED.clear()
+    if os.environ.get("DRLIB_PG_BINDIR"):
+        return Path(os.environ["DRLIB_PG_BINDIR"])
+    _SEARCHED.append("$DRLIB_PG_BINDIR (unset)")
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        candidate = Path(out.stdout.strip())
+        _SEARCHED.append(f"pg_config --bindir ({candidate})")
+        if out.returncode == 0 and (candidate / "pg_restore").exists():
+            return candidate
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: _version_key(p / "x"))
+    _SEARCHED.append("/usr/lib/postgresql/*/bin")
+    for candidate in reversed(versions):
+        if (candidate / "pg_restore").exists():
+            return candidate
+    return None
+
+
+def pg_program(name: str) -> str:
+    """Full path of a PostgreSQL program, or a :class:`ConfigError` saying where we looked."""
+    bindir = pg_bindir()
+    if bindir is not None and (bindir / name).exists():
+        return str(bindir / name)
+    found = shutil.which(name)
+    if found:
+        return found
+    looked = ", ".join([*_SEARCHED, "PATH"])
+    raise ConfigError(
+        f"PostgreSQL program {name!r} not found (looked in {looked}). Install PostgreSQL "
+        "(apt-get install postgresql, or conda env create -f environment.yml) or set "
+        "DRLIB_PG_BINDIR to the folder holding it."
+    )
+
+
+def program_version(name: str) -> str:
+    """``pg_dump --version`` and friends, e.g. ``pg_dump (PostgreSQL) 15.19``."""
+    out = subprocess.run([pg_program(name), "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()

@@ -1,0 +1,139 @@
+"""The runbook's database verification, as checks with expected and observed values.
+
+Connection (``SELECT version()``), expected tables, row counts equal to the backup manifest,
+foreign keys present (the runbook's ``pg_constraint`` query), no orphaned rows, and the
+newest ``created_at`` equal to the manifest's ("data matches backup timestamp").
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from drlib.checks import CheckResult, Checks, check
+from drlib.config import OrphanCheck
+from drlib.exceptions import ConnectionFailed
+from drlib.postgres.backup import foreign_keys, table_stats
+from drlib.postgres.connection import PgTarget
+from drlib.postgres.manifest import BackupManifest
+
+
+def orphan_query(spec: OrphanCheck) -> sql.Composed:
+    """The runbook's orphan query, generalised: child rows whose parent row is missing."""
+    return sql.SQL(
+        "SELECT count(*) FROM {child} c LEFT JOIN {parent} p ON c.{ccol} = p.{pcol} "
+        "WHERE c.{ccol} IS NOT NULL AND p.{pcol} IS NULL"
+    ).format(
+        child=sql.Identifier(spec.child_table),
+        parent=sql.Identifier(spec.parent_table),
+        ccol=sql.Identifier(spec.child_column),
+        pcol=sql.Identifier(spec.parent_column),
+    )
+
+
+def existing_tables(conn: psycopg.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def verify_database(*, target: PgTarget, manifest: BackupManifest | None) -> Checks:
+    """Run every database check against ``target`` (compared with ``manifest`` when given)."""
+    settings = target.settings
+    results: list[CheckResult] = []
+    try:
+        conn = target.connect()
+    except ConnectionFailed as exc:
+        return Checks(
+            [
+                check(
+                    "database_connection",
+                    False,
+                    expected="SELECT version() succeeds",
+                    observed="connection failed",
+                    detail=exc.message,
+                )
+            ]
+        )
+    with conn:
+        version_row = conn.execute("SELECT version()").fetchone()
+        results.append(
+            check(
+                "database_connection",
+                True,
+                expected="SELECT version() succeeds",
+                observed=str(version_row[0]).split(",")[0] if version_row else "?",
+            )
+        )
+        present = existing_tables(conn)
+        missing = [t for t in settings.tables if t not in present]
+        results.append(
+            check(
+                "expected_tables",
+                not missing,
+                expected=sorted(settings.tables),
+                observed=sorted(t for t in settings.tables if t in present),
+                detail=f"missing: {', '.join(missing)}" if missing else "",
+            )
+        )
+        stats = table_stats(conn, settings.tables, settings.created_at_column)
+        if manifest is not None:
+            for table, expected in manifest.tables.items():
+                observed = stats.get(table)
+                results.append(
+                    check(
+                        f"row_count:{table}",
+                        observed is not None and observed.rows == expected.rows,
+                        expected=expected.rows,
+                        observed=observed.rows if observed else "table missing",
+                        detail="equals the backup manifest",
+                    )
+                )
+            fks = set(foreign_keys(conn))
+            missing_fks = sorted(set(manifest.foreign_keys) - fks)
+            results.append(
+                check(
+                    "foreign_keys",
+                    not missing_fks,
+                    expected=len(manifest.foreign_keys),
+                    observed=len(fks & set(manifest.foreign_keys)),
+                    detail=f"missing: {', '.join(missing_fks)}"
+                    if missing_fks
+                    else "every foreign key of the backup is present",
+                )
+            )
+        else:
+            fks = set(foreign_keys(conn))
+            results.append(check("foreign_keys", bool(fks), expected="at least one", observed=len(fks)))
+        for spec in settings.orphan_checks:
+            if spec.child_table not in present or spec.parent_table not in present:
+                results.append(check(spec.name, False, expected=0, observed="table missing"))
+                continue
+            row = conn.execute(orphan_query(spec)).fetchone()
+            orphans = int(row[0]) if row else -1
+            results.append(
+                check(
+                    spec.name,
+                    orphans == 0,
+                    expected=0,
+                    observed=orphans,
+                    detail=f"{spec.child_table}.{spec.child_column} → {spec.parent_table}.{spec.parent_column}",
+                )
+            )
+        if manifest is not None:
+            for table, expected in manifest.tables.items():
+                if expected.newest_created_at is None:
+                    continue
+                observed = stats.get(table)
+                got = observed.newest_created_at if observed else None
+                results.append(
+                    check(
+                        f"newest_created_at:{table}",
+                        got == expected.newest_created_at,
+                        expected=expected.newest_created_at,
+                        observed=got,
+                        detail="data matches the backup timestamp",
+                    )
+                )
+    return Checks(results)

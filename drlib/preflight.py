@@ -1,0 +1,128 @@
+"""The runbook's Pre-Restore Checklist as checks: failure scope, credentials and connectivity,
+backup located and verified, free disk space."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import redis
+
+from drlib.app.health import http_request
+from drlib.checks import CheckResult, check
+from drlib.config import Profile
+from drlib.exceptions import ConnectionFailed, InsufficientDiskSpace
+from drlib.postgres.connection import PgTarget
+from drlib.units import format_bytes
+
+#: Free space wanted on top of the database size (indexes are rebuilt, WAL is written).
+RESTORE_HEADROOM = 1.2
+
+
+def probe_database(target: PgTarget) -> str:
+    try:
+        with target.connect(connect_timeout=3) as conn:
+            conn.execute("SELECT 1 FROM pg_class LIMIT 1")
+        return "up"
+    except ConnectionFailed as exc:
+        return "down: " + exc.message.split(":")[0]
+
+
+def probe_redis(profile: Profile) -> str:
+    client = redis.Redis(
+        host=profile.redis.host,
+        port=profile.redis.port,
+        password=profile.secret(profile.redis.password_secret, required=False) or None,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+    )
+    try:
+        client.ping()
+        return "up"
+    except redis.RedisError as exc:
+        return f"down: {type(exc).__name__}"
+    finally:
+        client.close()
+
+
+def probe_storage(profile: Profile) -> str:
+    if profile.storage.kind == "local":
+        return "up" if Path(profile.storage.path).is_dir() else "down: storage folder missing"
+    return "unknown (s3 probed by the storage runbook)"
+
+
+def probe_api(profile: Profile) -> str:
+    response = http_request("GET", profile.app.base_url + profile.app.health_path, timeout=3)
+    return "up" if response.status == 200 else f"down: {response.status or 'unreachable'}"
+
+
+def failure_scope(profile: Profile, target: PgTarget) -> CheckResult:
+    """Which components are down right now (warns when nothing looks broken)."""
+    scope = {
+        "database": probe_database(target),
+        "redis": probe_redis(profile),
+        "storage": probe_storage(profile),
+        "api": probe_api(profile),
+    }
+    down = [name for name, state in scope.items() if state.startswith("down")]
+    return check(
+        "failure_scope",
+        bool(down),
+        expected="at least one component down",
+        observed=scope,
+        detail=f"affected: {', '.join(down)}" if down else "no failed component found: is a restore needed?",
+        warn_only=True,
+    )
+
+
+def credentials_and_connectivity(target: PgTarget) -> CheckResult:
+    """The server answers and accepts the credentials (raises with a clear message otherwise)."""
+    with target.maintenance.connect(connect_timeout=5) as conn:
+        row = conn.execute("SELECT current_user, current_setting('server_version')").fetchone()
+    assert row is not None
+    return check(
+        "credentials_and_connectivity",
+        True,
+        expected="login to the server",
+        observed=f"{row[0]} on PostgreSQL {row[1]}",
+        detail=target.settings.address,
+    )
+
+
+def data_directory(target: PgTarget) -> Path | None:
+    """The server's data directory, when it is on this machine and readable."""
+    if target.settings.host not in ("localhost", "127.0.0.1", "::1"):
+        return None
+    try:
+        with target.maintenance.connect() as conn:
+            row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    except Exception:
+        return None
+    return Path(row[0]) if row else None
+
+
+def disk_space(*, path: Path | None, required_bytes: int) -> CheckResult:
+    """Enough free space at ``path`` for ``required_bytes``; raises :class:`InsufficientDiskSpace`."""
+    if path is None:
+        return check(
+            "disk_space",
+            False,
+            expected=f">= {format_bytes(required_bytes)} free",
+            observed="not measurable (remote server)",
+            warn_only=True,
+            detail="check free space on the database host by hand",
+        )
+    free = shutil.disk_usage(path).free
+    if free < required_bytes:
+        raise InsufficientDiskSpace(
+            f"not enough free disk space for the restore: {format_bytes(free)} free at {path}, "
+            f"{format_bytes(required_bytes)} needed. Free space (old backups, logs) or grow the volume, "
+            "then retry."
+        )
+    return check(
+        "disk_space",
+        True,
+        expected=f">= {format_bytes(required_bytes)} free",
+        observed=f"{format_bytes(free)} free",
+        detail=str(path),
+    )

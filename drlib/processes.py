@@ -1,0 +1,194 @@
+"""Starting, watching and stopping the sandbox's server processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+from drlib.exceptions import SandboxError
+
+UNPRIVILEGED_USERS = ("postgres", "nobody")
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` when it is free on 127.0.0.1, otherwise a free port the OS picks."""
+    if preferred and port_is_free(preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def port_is_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(port: int, *, what: str, timeout: float, log: Path | None = None) -> None:
+    """Wait until something listens on ``port``; raise with the log's tail if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_is_open(port):
+            return
+        time.sleep(0.05)
+    raise SandboxError(f"{what} did not start listening on port {port} within {timeout:.0f}s{log_tail(log)}")
+
+
+def log_tail(log: Path | None, lines: int = 15) -> str:
+    if log is None or not log.is_file():
+        return ""
+    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    return f"; last lines of {log}:\n" + "\n".join(tail)
+
+
+def server_user() -> pwd.struct_passwd | None:
+    """The unprivileged account servers run as when drlib runs as root (None otherwise)."""
+    if os.geteuid() != 0:
+        return None
+    for name in UNPRIVILEGED_USERS:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise SandboxError(
+        "running as root and no unprivileged user (postgres or nobody) exists to run the "
+        "database server: create one with `useradd --system postgres`"
+    )
+
+
+def chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
+    """Give ``path`` and everything below it to ``user`` (no-op when not root)."""
+    if user is None:
+        return
+    os.chown(path, user.pw_uid, user.pw_gid)
+    for child in path.rglob("*"):
+        os.chown(child, user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+
+def user_can_write(path: Path, user: pwd.struct_passwd | None) -> bool:
+    """Whether ``user`` can reach and write ``path`` (checked by asking the OS as that user)."""
+    if user is None:
+        return os.access(path, os.W_OK | os.X_OK)
+    result = subprocess.run(
+        ["test", "-w", str(path), "-a", "-x", str(path)],
+        user=user.pw_uid,
+        group=user.pw_gid,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def run_as(
+    argv: Sequence[str],
+    *,
+    user: pwd.struct_passwd | None,
+    env: Mapping[str, str] | None = None,
+    what: str,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion (as ``user`` when given); raise with its output on failure."""
+    try:
+        result = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=dict(env) if env is not None else None,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+        )
+    except FileNotFoundError as exc:
+        raise SandboxError(f"{what}: {argv[0]} is not installed or not on PATH") from exc
+    if result.returncode != 0:
+        raise SandboxError(
+            f"{what} failed (exit {result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    user: pwd.struct_passwd | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start a long-running server detached from this process; return its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None,
+                extra_groups=[] if user else None,
+            )
+        except FileNotFoundError as exc:
+            raise SandboxError(f"cannot start {argv[0]}: it is not installed or not on PATH") from exc
+    return process.pid
+
+
+def is_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        process = psutil.Process(pid)
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop_pid(pid: int | None, *, timeout: float = 20, sig: int = signal.SIGTERM) -> None:
+    """Stop a process and its children: ``sig`` first, SIGKILL after ``timeout``."""
+    if not is_alive(pid):
+        return
+    assert pid is not None
+    kill_tree(pid, timeout=timeout, sig=sig)
+
+
+def kill_tree(pid: int, *, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
+    """Signal a process and all its descendants; SIGKILL whatever is left after ``timeout``."""
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    family = [*root.children(recursive=True), root]
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(sig)
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)

@@ -1,0 +1,188 @@
+"""Drill reports: ``results.json``, ``report.html`` (a summary a manager can read, then the
+executed notebook), a ``SHA256SUMS`` manifest per report, and an index over time."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbconvert import HTMLExporter
+
+from drlib.checks import CheckResult, checks_table_html
+from drlib.secrets import redact, scan_for_secrets
+from drlib.units import format_duration
+
+MANIFEST_NAME = "SHA256SUMS"
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328}
+h1{margin-bottom:.2rem} table{border-collapse:collapse;margin:.5rem 0 1.2rem} td,th{border:1px solid #d0d7de;
+padding:.3rem .6rem;text-align:left;vertical-align:top;font-size:.9rem} th{background:#f6f8fa}
+.banner{padding:.8rem 1rem;border-radius:6px;color:#fff;font-size:1.3rem;font-weight:bold}
+.passed{background:#1a7f37}.failed{background:#cf222e}.error{background:#8250df}
+.kpi{display:flex;gap:1rem;margin:1rem 0}.kpi div{border:1px solid #d0d7de;border-radius:6px;padding:.6rem 1rem}
+.kpi b{display:block;font-size:1.4rem}.notebook{border-top:3px solid #d0d7de;margin-top:2rem;padding-top:1rem}
+pre{white-space:pre-wrap;background:#f6f8fa;padding:.6rem}
+"""
+
+
+def _objective(label: str, seconds: float | None, target: float | None) -> str:
+    ok = seconds is not None and target is not None and seconds <= target
+    verdict = "within target" if ok else ("not measured" if seconds is None else "OVER TARGET")
+    return (
+        f"<div><span>{label}</span><b>{format_duration(seconds)}</b>target {format_duration(target)} — {verdict}</div>"
+    )
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def summary_html(results: dict[str, Any]) -> str:
+    status = results["status"]
+    checks = [
+        CheckResult(
+            name=c["name"],
+            status=c["status"],
+            expected=c.get("expected"),
+            observed=c.get("observed"),
+            detail=c.get("detail", ""),
+        )
+        for c in results["checks"]
+    ]
+    failing = [c for c in checks if c.status == "fail"]
+    parts = [
+        f"<h1>DR drill: {html.escape(results.get('title', results['scenario']))}</h1>",
+        f"<p>Scenario <code>{html.escape(results['scenario'])}</code> on environment "
+        f"<b>{html.escape(results['environment'])}</b>, {html.escape(results['started_at'])} → "
+        f"{html.escape(results['finished_at'])} (UTC). Run by {html.escape(results['run_by']['user'])} on "
+        f"{html.escape(results['run_by']['host'])}, drlib {html.escape(results['drlib_version'])}.</p>",
+        f"<div class='banner {status}'>{status.upper()}"
+        + (f" — {len(failing)} failing check(s)" if failing else "")
+        + "</div>",
+        "<div class='kpi'>",
+        _objective("Measured RTO (failure → healthy)", results["rto_seconds"], results["rto_target_seconds"]),
+        _objective("Achieved RPO (backup → failure)", results["rpo_seconds"], results["rpo_target_seconds"]),
+        "</div>",
+    ]
+    if results.get("error"):
+        err = results["error"]
+        parts.append(
+            f"<h2>Error</h2><p>Step <b>{html.escape(str(err.get('step')))}</b> raised:</p>"
+            f"<pre>{html.escape(str(err.get('message')))}</pre>"
+        )
+    parts.append(
+        f"<p>Fault injected: {html.escape(str(results.get('fault')))} at "
+        f"{html.escape(str(results.get('failure_time')))}. Backup used: "
+        f"{html.escape(str((results.get('backup') or {}).get('name', 'none')))}.</p>"
+    )
+    if results.get("data_loss"):
+        rows = [{"table": t, **v} for t, v in results["data_loss"].items()]
+        parts.append(
+            "<h2>Data lost by this drill</h2><p>Rows written after the backup, and how many the "
+            "restore could not bring back (the cost of the RPO).</p>"
+            + _table(rows, ["table", "written_after_backup", "lost"])
+        )
+    if failing:
+        parts.append("<h2>Failing checks</h2>" + checks_table_html(failing))
+    parts.append("<h2>Checks</h2>" + checks_table_html(checks))
+    parts.append("<h2>Steps</h2>" + _table(results["steps"], ["name", "status", "started_at", "seconds", "detail"]))
+    return "".join(parts)
+
+
+def notebook_html(path: Path) -> str:
+    if not path.is_file():
+        return "<p>The notebook did not produce an output file.</p>"
+    notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
+    body, _ = HTMLExporter(template_name="basic").from_notebook_node(notebook)  # type: ignore[no-untyped-call]
+    return str(body)
+
+
+def render_report(results: dict[str, Any], notebook: Path) -> str:
+    title = f"DR drill {results['scenario']} {results['started_at']}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{summary_html(results)}"
+        f"<div class='notebook'><h2>Executed runbook notebook</h2>{notebook_html(notebook)}</div>"
+        "</body></html>"
+    )
+
+
+def write_report_folder(folder: Path, results: dict[str, Any]) -> None:
+    """results.json, report.html, then a secret scan and the folder's checksum manifest."""
+    (folder / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    (folder / "report.html").write_text(render_report(results, folder / "notebook.ipynb"), encoding="utf-8")
+    for leaking in scan_for_secrets(folder):
+        leaking.write_text(redact(leaking.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
+    write_checksums(folder)
+    write_index(folder.parent.parent)
+
+
+def write_checksums(folder: Path) -> None:
+    lines = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        lines.append(f"{digest}  {path.relative_to(folder).as_posix()}")
+    (folder / MANIFEST_NAME).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def verify_checksums(folder: Path) -> list[str]:
+    """Files of a report that changed (or vanished) since it was written."""
+    changed = []
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file():
+        return [MANIFEST_NAME]
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        path = folder / name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            changed.append(name)
+    return changed
+
+
+def write_index(root: Path) -> Path:
+    """``index.html`` and ``index.json`` over every report under ``root``, newest first."""
+    entries = []
+    for results_file in sorted(root.glob("*/*/results.json"), reverse=True):
+        try:
+            data = json.loads(results_file.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        folder = results_file.parent
+        entries.append(
+            {
+                "folder": folder.relative_to(root).as_posix(),
+                "scenario": data.get("scenario"),
+                "environment": data.get("environment"),
+                "started_at": data.get("started_at"),
+                "status": data.get("status"),
+                "rto_seconds": data.get("rto_seconds"),
+                "rpo_seconds": data.get("rpo_seconds"),
+                "intact": "yes" if not verify_checksums(folder) else "ALTERED",
+            }
+        )
+    (root / "index.json").write_text(json.dumps(entries, indent=2), encoding="utf-8")
+    rows = "".join(
+        f"<tr><td><a href='{html.escape(e['folder'])}/report.html'>{html.escape(str(e['started_at']))}</a></td>"
+        f"<td>{html.escape(str(e['scenario']))}</td><td>{html.escape(str(e['environment']))}</td>"
+        f"<td>{html.escape(str(e['status']))}</td><td>{format_duration(e['rto_seconds'])}</td>"
+        f"<td>{format_duration(e['rpo_seconds'])}</td><td>{e['intact']}</td></tr>"
+        for e in entries
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>DR drill reports</title>"
+        f"<style>{STYLE}</style></head><body><h1>DR drill reports</h1>"
+        "<table><thead><tr><th>started (UTC)</th><th>scenario</th><th>environment</th><th>status</th>"
+        f"<th>RTO</th><th>RPO</th><th>intact</th></tr></thead><tbody>{rows}</tbody></table></body></html>"
+    )
+    index = root / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

@@ -1,0 +1,100 @@
+"""Secrets: where they come from, and keeping them out of everything drlib prints or writes.
+
+Secrets are read from the environment or from a ``KEY=VALUE`` secrets file (mode 0600).
+Every secret value drlib reads is registered with the redactor; :func:`redact` replaces
+registered values and anything that looks like a password in a URL or a ``key=value``
+pair with ``****``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+MASK = "****"
+
+_known: set[str] = set()
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_KEY_VALUE = re.compile(
+    r"(?i)\b(?P<key>password|passwd|pgpassword|secret|secret_access_key|token|requirepass)"
+    r"(?P<sep>\s*=\s*|['\"]\s*:\s*)(?P<q>['\"]?)(?P<value>[^\s'\",;&]+)"
+)
+
+SECRET_NAME_HINTS = ("password", "passwd", "secret", "token", "api_key", "access_key", "credential")
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that :func:`redact` masks it wherever it appears."""
+    if value and len(value) >= 4:
+        _known.add(value)
+
+
+def known_secrets() -> frozenset[str]:
+    """The secret values registered in this process."""
+    return frozenset(_known)
+
+
+def redact(text: str) -> str:
+    """Mask registered secrets, URL passwords and ``password=...`` pairs in ``text``."""
+    if not text:
+        return text
+    for value in sorted(_known, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}{m['q']}{MASK}", text)
+
+
+def looks_like_secret_name(name: str) -> bool:
+    """True when a parameter name suggests it carries a secret."""
+    lowered = name.lower()
+    return any(hint in lowered for hint in SECRET_NAME_HINTS)
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """Read ``KEY=VALUE`` lines (``#`` comments allowed); each value is registered."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip().strip("'\"")
+        values[key.strip()] = value
+        register_secret(value)
+    return values
+
+
+def write_secrets_file(path: Path, values: dict[str, str]) -> None:
+    """Write ``values`` as a 0600 ``KEY=VALUE`` file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("# drlib secrets: never commit, never print\n")
+        for key, value in values.items():
+            handle.write(f"{key}={value}\n")
+    for value in values.values():
+        register_secret(value)
+
+
+def lookup_secret(name: str, *, secrets_file: Path | None = None) -> str | None:
+    """A secret from the environment first, then from the secrets file."""
+    value = os.environ.get(name)
+    if value is None and secrets_file is not None:
+        value = read_secrets_file(secrets_file).get(name)
+    register_secret(value)
+    return value
+
+
+def scan_for_secrets(root: Path, secrets: frozenset[str] | None = None) -> list[Path]:
+    """Files under ``root`` whose text contains any known secret."""
+    values = [s for s in (secrets if secrets is not None else known_secrets()) if s]
+    leaking: list[Path] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if any(value.encode() in data for value in values):
+            leaking.append(path)
+    return leaking

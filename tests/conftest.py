@@ -1,0 +1,81 @@
+"""Test fixtures: one real sandbox (PostgreSQL, Redis, S3 endpoint, sample API) per test session,
+started on free ports in a temporary folder, and helpers to copy its database for fault tests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drlib.config import Profile, load_profile
+from drlib.postgres.backup import Backup, backup_database
+from drlib.postgres.catalogue import list_backups, select_backup
+from drlib.postgres.connection import PgTarget, database_exists, drop_database
+from drlib.postgres.integrity import verify_backup
+from drlib.postgres.restore import restore_in_place
+from drlib.sandbox.stack import Sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    home = tmp_path_factory.mktemp("drlib-home")
+    reports = tmp_path_factory.mktemp("reports")
+    os.environ["DRLIB_HOME"] = str(home)
+    os.environ["DRLIB_REPORTS"] = str(reports)
+    os.environ.pop("DRLIB_CONFIG", None)
+    os.environ.pop("DRLIB_PROFILE", None)
+    os.chdir(REPO)
+    box = Sandbox(home / "sandbox")
+    box.up(size="small")
+    profile = load_profile("sandbox")
+    backup_database(
+        target=PgTarget.from_profile(profile), backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix
+    )  # the baseline healthy_sandbox repairs from
+    yield box
+    box.down(purge=True)
+
+
+@pytest.fixture
+def profile(sandbox: Sandbox) -> Profile:
+    return load_profile("sandbox")
+
+
+@pytest.fixture
+def target(profile: Profile) -> PgTarget:
+    return PgTarget.from_profile(profile)
+
+
+@pytest.fixture
+def healthy_sandbox(sandbox: Sandbox, profile: Profile, target: PgTarget) -> Sandbox:
+    """The sandbox with its live database and API back in place (repairs what a test broke)."""
+    if not database_exists(target, target.name):
+        latest = select_backup(list_backups(profile.backups.postgres_dir, prefix=profile.backups.prefix))
+        restore_in_place(verify_backup(latest), target=target, jobs=2, confirm=True)
+    if not sandbox.api_running():
+        sandbox.start_api()
+    return sandbox
+
+
+@pytest.fixture
+def backup(healthy_sandbox: Sandbox, profile: Profile, target: PgTarget) -> Backup:
+    """A fresh backup of the live sandbox database."""
+    return backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
+
+
+@pytest.fixture
+def db_copy(healthy_sandbox: Sandbox, target: PgTarget) -> Iterator[PgTarget]:
+    """A throw-away copy of the live database (CREATE DATABASE … TEMPLATE) to inject faults into."""
+    name = f"copy_{secrets.token_hex(4)}"
+    with target.maintenance.connect() as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (target.name,),
+        )
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{target.name}"')
+    yield target.with_database(name)
+    drop_database(target, name)

@@ -1,0 +1,138 @@
+"""Backups, their manifests, the catalogue, and the integrity checks that refuse bad input."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from drlib import faults
+from drlib.exceptions import BackupCorrupt, BackupNotFound, CredentialsRejected
+from drlib.postgres.backup import Backup, backup_database
+from drlib.postgres.catalogue import list_backups, parse_backup_time, select_backup
+from drlib.postgres.connection import PgTarget
+from drlib.postgres.integrity import verify_backup
+from drlib.postgres.manifest import manifest_path
+
+
+def copy_backup(backup: Backup, folder: Path) -> Backup:
+    """A copy of ``backup`` (and its manifest) to damage without touching the original."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / backup.path.name
+    if backup.path.is_dir():
+        shutil.copytree(backup.path, dest)
+    else:
+        shutil.copy2(backup.path, dest)
+    shutil.copy2(manifest_path(backup.path), manifest_path(dest))
+    return Backup(path=dest, created_at=backup.created_at, manifest=None)
+
+
+def test_backup_is_named_as_the_runbook_names_it(backup: Backup) -> None:
+    assert backup.name.startswith("content_crew_") and backup.name.endswith(".dump")
+    assert parse_backup_time(backup.name) == backup.created_at.replace(microsecond=0)
+
+
+def test_manifest_records_checksum_size_version_counts_and_newest_rows(backup: Backup, target: PgTarget) -> None:
+    manifest = backup.manifest
+    assert manifest is not None
+    assert manifest.size_bytes == backup.path.stat().st_size
+    assert len(manifest.sha256) == 64
+    assert manifest.server_version.startswith("15") or manifest.server_version[0].isdigit()
+    assert set(manifest.tables) == {"users", "organizations", "content_jobs", "content_artifacts"}
+    with target.connect() as conn:
+        jobs = conn.execute("SELECT count(*), max(created_at) FROM content_jobs").fetchone()
+    assert manifest.tables["content_jobs"].rows == jobs[0]
+    assert manifest.tables["content_jobs"].newest_created_at == jobs[1].isoformat()
+    assert "content_jobs.content_jobs_user_id_fkey" in manifest.foreign_keys
+
+
+def test_directory_format_backup_verifies(healthy_sandbox, profile, target: PgTarget, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    made = backup_database(target=target, backup_dir=tmp_path, prefix="content_crew", fmt="directory", jobs=2)
+    assert made.path.is_dir() and made.name.endswith(".dir")
+    assert verify_backup(made).toc_entries > 0
+
+
+def test_catalogue_picks_the_newest_backup_before_the_failure(backup: Backup, profile) -> None:  # type: ignore[no-untyped-def]
+    backups = list_backups(profile.backups.postgres_dir, prefix="content_crew")
+    assert select_backup(backups).name == backups[-1].name
+    assert select_backup(backups, before=backup.created_at + timedelta(seconds=1)).created_at <= backup.created_at
+    assert select_backup(backups, selection=backup.name).name == backup.name
+    with pytest.raises(BackupNotFound, match="no backup taken before"):
+        select_backup(backups, before=backups[0].created_at - timedelta(days=1))
+    with pytest.raises(BackupNotFound, match="no backup named"):
+        select_backup(backups, selection="content_crew_1999-01-01_000000.dump")
+
+
+def test_a_missing_backup_folder_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BackupNotFound, match="does not exist"):
+        list_backups(tmp_path / "nope", prefix="content_crew")
+
+
+def test_a_missing_backup_is_refused(backup: Backup, tmp_path: Path) -> None:
+    gone = copy_backup(backup, tmp_path)
+    gone.path.unlink()
+    with pytest.raises(BackupNotFound, match="does not exist"):
+        verify_backup(gone)
+
+
+def test_a_zero_byte_backup_is_refused(backup: Backup, tmp_path: Path) -> None:
+    empty = copy_backup(backup, tmp_path)
+    faults.empty_file(empty.path)
+    with pytest.raises(BackupCorrupt, match="0 bytes"):
+        verify_backup(empty)
+
+
+def test_a_truncated_backup_is_refused(backup: Backup, tmp_path: Path) -> None:
+    cut = copy_backup(backup, tmp_path)
+    faults.truncate_file(cut.path)
+    with pytest.raises(BackupCorrupt, match="truncated"):
+        verify_backup(cut)
+
+
+def test_a_truncated_backup_without_manifest_is_refused_by_the_deep_read(backup: Backup, tmp_path: Path) -> None:
+    cut = copy_backup(backup, tmp_path)
+    manifest_path(cut.path).unlink()
+    faults.truncate_file(cut.path, keep_fraction=0.9)
+    with pytest.raises(BackupCorrupt):
+        verify_backup(cut, require_manifest=False)
+
+
+def test_a_checksum_mismatch_is_refused(backup: Backup, tmp_path: Path) -> None:
+    rotten = copy_backup(backup, tmp_path)
+    faults.flip_byte(rotten.path)
+    with pytest.raises(BackupCorrupt, match="fails its checksum"):
+        verify_backup(rotten)
+
+
+def test_a_file_that_is_not_a_dump_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "content_crew_2026-01-13_020000.dump"
+    fake.write_text("hello, I am not a database dump\n")
+    with pytest.raises(BackupCorrupt, match="wrong format"):
+        verify_backup(Backup(path=fake, created_at=parse_backup_time(fake.name), manifest=None))  # type: ignore[arg-type]
+
+
+def test_a_plain_sql_dump_is_refused_with_a_hint(tmp_path: Path) -> None:
+    fake = tmp_path / "content_crew_2026-01-13_020000.dump"
+    fake.write_text("--\n-- PostgreSQL database dump\n--\nSET statement_timeout = 0;\n")
+    with pytest.raises(BackupCorrupt, match="plain SQL dump"):
+        verify_backup(Backup(path=fake, created_at=parse_backup_time(fake.name), manifest=None))  # type: ignore[arg-type]
+
+
+def test_a_backup_without_manifest_is_refused_unless_allowed(backup: Backup, tmp_path: Path) -> None:
+    bare = copy_backup(backup, tmp_path)
+    manifest_path(bare.path).unlink()
+    with pytest.raises(BackupCorrupt, match="no manifest"):
+        verify_backup(bare)
+    verified = verify_backup(bare, require_manifest=False)
+    assert {c.name: c.status for c in verified.checks}["backup_manifest"] == "warn"
+
+
+def test_a_wrong_password_is_refused_without_showing_it(healthy_sandbox, target: PgTarget, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wrong = PgTarget(settings=target.settings, password="not-the-password-123")
+    with pytest.raises(CredentialsRejected) as info:
+        backup_database(target=wrong, backup_dir=tmp_path)
+    assert "rejected the credentials" in str(info.value)
+    assert "not-the-password-123" not in str(info.value)
+    assert not list(tmp_path.iterdir())
