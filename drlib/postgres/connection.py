@@ -121,16 +121,9 @@ def create_database(target: PgTarget, name: str) -> None:
 
 
 def drop_database(target: PgTarget, name: str) -> None:
+    """Drop ``name`` if it exists, ending its sessions first (PostgreSQL 13+ ``WITH (FORCE)``)."""
     with target.maintenance.connect() as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))) if _exists(
-            conn, name
-        ) else None
-        terminate_connections(conn, name)
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _exists(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
 def run_pg_tool(

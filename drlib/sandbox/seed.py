@@ -133,14 +133,14 @@ def seed_database(conn: psycopg.Connection, *, size: SeedSize, test_password: st
             "SELECT u, 1 + (u %% %s), (ARRAY['queued','running','done','failed'])[1 + g %% 4], "
             "repeat(md5(g::text), %s), "
             "now() - interval '90 days' + (g::float8 / %s) * interval '89 days' "
-            "FROM (SELECT g, 1 + (g * 7919) %% %s AS u FROM generate_series(1, %s) g) s",
+            "FROM (SELECT g, 1 + (g::bigint * 7919) %% %s AS u FROM generate_series(1, %s) g) s",
             (size.organizations, size.prompt_repeat, size.jobs, size.users, size.jobs),
         )
         cur.execute(
             "INSERT INTO content_artifacts (job_id, artifact_type, storage_key, storage_url, "
             "size_bytes, created_at) "
             "SELECT j, t, '', '', %s, now() - interval '89 days' + (g::float8 / %s) * interval '88 days' "
-            "FROM (SELECT g, 1 + (g * 104729) %% %s AS j, "
+            "FROM (SELECT g, 1 + (g::bigint * 104729) %% %s AS j, "
             "(ARRAY['voiceover_audio','video','script'])[1 + g %% 3] AS t "
             "FROM generate_series(1, %s) g) s",
             (size.artifact_bytes, size.artifacts, size.jobs, size.artifacts),

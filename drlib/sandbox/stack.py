@@ -173,17 +173,22 @@ class Sandbox:
 
     def _choose_ports(self) -> dict[str, int]:
         previous = self._ports()
-        pids = self._pids()
+        running = self._running()
         chosen: dict[str, int] = {}
         for name in ("postgres", "redis", "s3", "api"):
             port = previous.get(name)
-            owned = (
-                (name == "postgres" and self.postgres().running())
-                or (name == "redis" and self.redis().running())
-                or is_alive(pids.get(name))
-            )
-            chosen[name] = port if port and owned else free_port(port)
+            # keep a port our own live process holds; otherwise reuse it only if it is free
+            chosen[name] = port if port and running[name] else free_port(port)
         return chosen
+
+    def _running(self) -> dict[str, bool]:
+        pids = self._pids()
+        return {
+            "postgres": self.postgres().running(),
+            "redis": self.redis().running(),
+            "s3": is_alive(pids.get("s3")),
+            "api": is_alive(pids.get("api")),
+        }
 
     def _wait_for_database(self, port: int, password: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -319,18 +324,16 @@ class Sandbox:
 
     def down(self, *, purge: bool = False) -> None:
         """Stop every sandbox process; with ``purge`` also delete all sandbox data."""
-        self.stop_api()
-        stop_pid(self._pids().get("s3"), timeout=10)
-        self._save_pid("s3", None) if self._pids_file().exists() else None
-        if self._ports():
-            self.redis().stop()
-            pg = self.postgres()
-            pg.stop()
+        if not self._ports():
+            return
+        for name in ("api", "s3"):
+            stop_pid(self._pids().get(name), timeout=10)
+            self._save_pid(name, None)
+        self.redis().stop()
+        pg = self.postgres()
+        pg.stop()
         self.connection_file.unlink(missing_ok=True)
         if purge:
-            pgdata = self.postgres().datadir if self._ports() else None
             shutil.rmtree(self.folder, ignore_errors=True)
-            if pgdata is not None and pgdata.exists():
-                shutil.rmtree(
-                    pgdata.parent if pgdata.parent.name.startswith("drlib-pg-") else pgdata, ignore_errors=True
-                )
+            outside = pg.datadir.parent  # the cluster lives in a private temp folder when not below ours
+            shutil.rmtree(outside if outside.name.startswith("drlib-pg-") else pg.datadir, ignore_errors=True)
