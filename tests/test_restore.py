@@ -7,11 +7,11 @@ import pytest
 
 from drlib import faults
 from drlib.exceptions import ConfirmationRequired, RestoreFailed
+from drlib.plans import RestorePlan
 from drlib.postgres.backup import Backup
 from drlib.postgres.connection import PgTarget, database_exists, drop_database
 from drlib.postgres.integrity import VerifiedBackup, verify_backup
 from drlib.postgres.restore import (
-    RestorePlan,
     RestoreResult,
     SwapResult,
     drop_old_database,

@@ -42,6 +42,17 @@ def http_request(
     return HttpResponse(status=status, body=parsed)
 
 
+def http_raw(method: str, url: str, *, timeout: float = 10) -> tuple[int, bytes]:
+    """Status and body bytes (status 0 when unreachable)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
 def wait_healthy(
     base_url: str, *, path: str = "/health", timeout: float = 60, interval: float = 0.5, name: str = "health"
 ) -> CheckResult:

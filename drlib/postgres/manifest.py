@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from drlib.exceptions import BackupCorrupt
+from drlib.hashing import sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
-CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,19 +73,6 @@ def write_manifest(path: Path, manifest: BackupManifest) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(manifest.to_json(), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb", buffering=0) as handle:
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
-        while True:
-            n = handle.readinto(buffer)
-            if not n:
-                break
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def dump_checksums(path: Path) -> tuple[str, dict[str, str], int]:

@@ -7,7 +7,6 @@ Without ``confirm=True`` every function returns a :class:`RestorePlan` saying wh
 
 from __future__ import annotations
 
-import html
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from psycopg import sql
 
 from drlib.exceptions import ConfirmationRequired, DrlibError, RestoreFailed
+from drlib.plans import RestorePlan, timestamp_suffix
 from drlib.postgres.connection import (
     PgTarget,
     create_database,
@@ -27,24 +27,6 @@ from drlib.postgres.integrity import VerifiedBackup
 from drlib.postgres.tools import pg_program
 from drlib.processes import kill_tree
 from drlib.secrets import redact
-
-
-@dataclass(frozen=True)
-class RestorePlan:
-    """What a destructive step would do; returned when ``confirm`` is not given."""
-
-    action: str
-    steps: tuple[str, ...]
-
-    def _repr_html_(self) -> str:
-        items = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in self.steps)
-        return (
-            f"<p><b>Dry run</b> — {html.escape(self.action)} would:</p><ol>{items}</ol>"
-            "<p>Re-run with <code>confirm=True</code> to do it.</p>"
-        )
-
-    def __str__(self) -> str:
-        return f"DRY RUN: {self.action} would:\n" + "\n".join(f"  {i}. {s}" for i, s in enumerate(self.steps, 1))
 
 
 @dataclass(frozen=True)
@@ -63,10 +45,6 @@ class SwapResult:
     restored_from: str
     old_database: str | None
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-def timestamp_suffix(now: datetime | None = None) -> str:
-    return f"{(now or datetime.now(UTC)):%Y%m%d%H%M%S}"
 
 
 def pg_restore_args(verified: VerifiedBackup, *, database: str, jobs: int, clean: bool) -> list[str]:

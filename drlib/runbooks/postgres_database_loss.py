@@ -12,11 +12,11 @@ from drlib.evidence import utcnow
 from drlib.exceptions import BackupCorrupt, VerificationFailed
 from drlib.objectives import rpo_check
 from drlib.parameters import Param
+from drlib.plans import RestorePlan
 from drlib.postgres.catalogue import catalogue_table, list_backups, select_backup
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.integrity import VerifiedBackup, verify_backup
 from drlib.postgres.restore import (
-    RestorePlan,
     drop_old_database,
     restore_in_place,
     restore_to_new_database,

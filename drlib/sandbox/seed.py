@@ -13,8 +13,11 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
+
+from drlib.hashing import parallel_map
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS organizations (
@@ -173,3 +176,35 @@ def write_artifact_files(conn: psycopg.Connection, storage_root: Path, *, size: 
         (storage_root / folder).mkdir(parents=True, exist_ok=True)
     (storage_root / "voiceovers" / "test.wav").write_bytes(b"RIFF" + os.urandom(0) + b"\0" * 60)
     return written
+
+
+def upload_tree(client: Any, bucket: str, root: Path) -> int:
+    """Upload every file under ``root`` to ``bucket`` under the same keys."""
+    paths = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    parallel_map(lambda p: client.upload_file(str(p), bucket, p.relative_to(root).as_posix()), paths)
+    return len(paths)
+
+
+#: Redis key prefixes of the sample app, and whether losing them is safe (the runbook: "cache can
+#: be rebuilt, sessions can be recreated").
+REDIS_PREFIXES = {
+    "session": "safe to lose: users log in again",
+    "cache": "safe to lose: rebuilt from PostgreSQL on the next read",
+    "ratelimit": "safe to lose: counters restart",
+    "queue": "NOT safe to lose: queued content jobs must be re-enqueued from content_jobs",
+}
+
+
+def seed_redis(client: Any, *, sessions: int = 20, cache: int = 50) -> None:
+    """Sessions, cache entries, rate-limit counters and a job queue, as the sample app keeps them."""
+    pipe = client.pipeline()
+    for i in range(sessions):
+        pipe.setex(f"session:seed-{i}", 86400, i + 1)
+    for i in range(cache):
+        pipe.hset(f"cache:organization:{i + 1}", mapping={"name": f"Organization {i + 1}", "plan": "pro"})
+    for i in range(10):
+        pipe.set(f"ratelimit:user:{i + 1}", i)
+    pipe.rpush("queue:content_jobs", *[str(i) for i in range(1, 26)])
+    pipe.sadd("cache:active_organizations", *[str(i) for i in range(1, 6)])
+    pipe.zadd("cache:leaderboard", {f"user:{i}": float(i) for i in range(1, 11)})
+    pipe.execute()

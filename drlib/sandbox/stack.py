@@ -19,6 +19,7 @@ from typing import Any
 
 import boto3
 import psycopg
+import redis
 
 from drlib.config import project_root, state_dir
 from drlib.exceptions import SandboxError
@@ -168,6 +169,8 @@ class Sandbox:
         self._ensure_s3(ports["s3"], values)
         self._write_connection(ports)
         self._ensure_database(size, values)
+        self._ensure_bucket_seeded(ports["s3"], values)
+        self._ensure_redis_seeded(ports["redis"], values)
         self._ensure_api(ports["api"], values)
         return self.status()
 
@@ -209,13 +212,7 @@ class Sandbox:
             pid = spawn([sys.executable, "-m", "drlib.sandbox.s3server", "--port", str(port)], log=self.logs / "s3.log")
             self._save_pid("s3", pid)
             wait_for_port(port, what="S3 endpoint", timeout=60, log=self.logs / "s3.log")
-        client = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="us-east-1",
-            aws_access_key_id=values[SECRET_NAMES["s3_access_key"]],
-            aws_secret_access_key=values[SECRET_NAMES["s3_secret_key"]],
-        )
+        client = self._s3_client(port, values)
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         for bucket in BUCKETS:
             if bucket in existing:
@@ -225,6 +222,30 @@ class Sandbox:
             else:
                 client.create_bucket(Bucket=bucket)
             client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def _s3_client(self, port: int, values: dict[str, str]) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id=values[SECRET_NAMES["s3_access_key"]],
+            aws_secret_access_key=values[SECRET_NAMES["s3_secret_key"]],
+        )
+
+    def _ensure_bucket_seeded(self, port: int, values: dict[str, str]) -> None:
+        """Mirror the storage tree into the live bucket when the bucket is empty (new or restarted)."""
+        client = self._s3_client(port, values)
+        if client.list_objects_v2(Bucket=BUCKETS[0], MaxKeys=1).get("KeyCount", 0) or not self.storage_root.is_dir():
+            return
+        seed.upload_tree(client, BUCKETS[0], self.storage_root)
+
+    def _ensure_redis_seeded(self, port: int, values: dict[str, str]) -> None:
+        client = redis.Redis(host="127.0.0.1", port=port, password=values[SECRET_NAMES["redis"]])
+        try:
+            if not client.dbsize():
+                seed.seed_redis(client)
+        finally:
+            client.close()
 
     def _ensure_database(self, size: str, values: dict[str, str]) -> None:
         password = values[SECRET_NAMES["database"]]

@@ -1,0 +1,155 @@
+"""The catalogue of storage backups across the local backup folder and the backups bucket."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pandas as pd
+
+from drlib.exceptions import BackupNotFound
+from drlib.storage.backends import S3Storage
+from drlib.storage.manifest import MANIFEST_SUFFIX, StorageManifest, manifest_path_for, read_manifest
+
+_DATE = r"(?P<date>\d{4}-\d{2}-\d{2})(?:_(?P<time>\d{6}))?"
+ARCHIVE_NAME = re.compile(rf"^storage_{_DATE}\.tar\.(?P<ext>gz|zst)$")
+FULL_NAME = re.compile(rf"^full_{_DATE}$")
+S3_NAME = re.compile(rf"^{_DATE}$")
+
+
+@dataclass(frozen=True)
+class StorageBackup:
+    """A storage backup: ``archive`` or ``full`` (local path or pushed to S3) or ``s3`` (a bucket prefix)."""
+
+    kind: str
+    name: str
+    location: str
+    created_at: datetime
+    manifest: StorageManifest | None = None
+
+    @property
+    def in_s3(self) -> bool:
+        return self.location.startswith("s3://")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+
+def name_time(match: re.Match[str]) -> datetime:
+    text = f"{match['date']} {match['time'] or '000000'}"
+    return datetime.strptime(text, "%Y-%m-%d %H%M%S").replace(tzinfo=UTC)
+
+
+def _local(backup_dir: Path) -> list[StorageBackup]:
+    found: list[StorageBackup] = []
+    if not backup_dir.is_dir():
+        return found
+    for path in backup_dir.iterdir():
+        archive, full = ARCHIVE_NAME.match(path.name), FULL_NAME.match(path.name)
+        match = archive or full
+        if not match:
+            continue
+        kind = "archive" if archive else "full"
+        manifest = None
+        when = name_time(match)
+        if manifest_path_for(path).is_file():
+            try:
+                manifest = read_manifest(manifest_path_for(path))
+                when = manifest.created
+            except Exception:
+                manifest = None
+        found.append(StorageBackup(kind=kind, name=path.name, location=str(path), created_at=when, manifest=manifest))
+    return found
+
+
+def _remote(client: Any, bucket: str, prefix: str) -> list[StorageBackup]:
+    found: list[StorageBackup] = []
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for common in page.get("CommonPrefixes", []):
+            name = common["Prefix"][len(prefix) :].rstrip("/")
+            match = S3_NAME.match(name) or FULL_NAME.match(name)
+            if match:
+                kind = "s3" if S3_NAME.match(name) else "full"
+                found.append(
+                    StorageBackup(
+                        kind=kind, name=name, location=f"s3://{bucket}/{prefix}{name}/", created_at=name_time(match)
+                    )
+                )
+        for item in page.get("Contents", []):
+            name = item["Key"][len(prefix) :]
+            match = ARCHIVE_NAME.match(name)
+            if match:
+                found.append(
+                    StorageBackup(
+                        kind="archive", name=name, location=f"s3://{bucket}/{item['Key']}", created_at=name_time(match)
+                    )
+                )
+    return [_with_remote_manifest(client, bucket, prefix, b) for b in found]
+
+
+def _with_remote_manifest(client: Any, bucket: str, prefix: str, backup: StorageBackup) -> StorageBackup:
+    try:
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}{backup.name}{MANIFEST_SUFFIX}")["Body"].read()
+    except botocore.exceptions.ClientError:
+        return backup
+    manifest = StorageManifest.from_json(body.decode())
+    return StorageBackup(
+        kind=backup.kind, name=backup.name, location=backup.location, created_at=manifest.created, manifest=manifest
+    )
+
+
+def list_storage_backups(*, backup_dir: Path | None, s3: tuple[Any, str, str] | None = None) -> list[StorageBackup]:
+    """Backups in the local folder and, given ``(client, bucket, prefix)``, in the bucket; oldest first."""
+    found = _local(backup_dir) if backup_dir else []
+    if s3 is not None:
+        client, bucket, prefix = s3
+        storage = S3Storage(client, bucket)
+        storage.check_reachable()
+        try:
+            found += _remote(client, bucket, prefix)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise storage.error(exc) from exc
+    return sorted(found, key=lambda b: (b.created_at, b.in_s3))
+
+
+def select_storage_backup(
+    backups: list[StorageBackup], *, selection: str = "latest", before: datetime | None = None, kind: str | None = None
+) -> StorageBackup:
+    """The newest backup before ``before`` (optionally of one kind), or one by name."""
+    pool = [b for b in backups if kind is None or b.kind == kind]
+    if selection not in ("", "latest"):
+        for backup in pool:
+            if backup.name == selection:
+                return backup
+        raise BackupNotFound(
+            f"no storage backup named {selection!r}; available: {', '.join(b.name for b in pool) or 'none'}"
+        )
+    candidates = [b for b in pool if before is None or b.created_at <= before]
+    if not candidates:
+        when = f" taken before {before.isoformat()}" if before else ""
+        raise BackupNotFound(
+            f"no {kind or 'storage'} backup{when} ({len(pool)} in the catalogue): check the "
+            "backup folder and the backups bucket"
+        )
+    return candidates[-1]
+
+
+def storage_catalogue_table(backups: list[StorageBackup]) -> pd.DataFrame:
+    rows = [
+        {
+            "backup": b.name,
+            "kind": b.kind,
+            "taken_at_utc": b.created_at.isoformat(timespec="seconds"),
+            "files": b.manifest.total_files if b.manifest else None,
+            "bytes": b.manifest.total_bytes if b.manifest else None,
+            "location": b.location,
+        }
+        for b in backups
+    ]
+    return pd.DataFrame(rows, columns=["backup", "kind", "taken_at_utc", "files", "bytes", "location"])

@@ -1,0 +1,250 @@
+"""Local storage backups, restores into staging + swap, unsafe archives, and every storage check failing
+when its fault is injected."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from drlib import faults
+from drlib.exceptions import BackupCorrupt, RestoreFailed
+from drlib.hashing import sha256_file
+from drlib.plans import RestorePlan
+from drlib.sandbox.stack import Sandbox
+from drlib.storage.backends import LocalStorage
+from drlib.storage.backup import archive_local, copy_full
+from drlib.storage.catalogue import StorageBackup, list_storage_backups, select_storage_backup
+from drlib.storage.manifest import StorageManifest, manifest_path_for, read_manifest, write_manifest
+from drlib.storage.restore import StorageRestoreResult, drop_old_tree, restore_local, verify_storage_backup
+from drlib.storage.verify import (
+    api_serves_file_check,
+    archive_listing_check,
+    storage_key_checks,
+    verify_storage,
+)
+
+
+@pytest.fixture
+def tree(healthy_sandbox: Sandbox, tmp_path: Path) -> Path:
+    """A copy of the sandbox's storage tree to back up, damage and restore."""
+    root = tmp_path / "storage"
+    shutil.copytree(healthy_sandbox.storage_root, root)
+    return root
+
+
+@pytest.fixture
+def archive(tree: Path, tmp_path: Path) -> StorageBackup:
+    return archive_local(root=tree, backup_dir=tmp_path / "backups")
+
+
+def statuses(checks) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {c.name: c.status for c in checks}
+
+
+def test_the_archive_manifest_lists_every_file_with_size_checksum_and_mtime(tree: Path, archive: StorageBackup) -> None:
+    assert archive.name == f"storage_{datetime.now(UTC):%Y-%m-%d}.tar.gz"
+    manifest = read_manifest(manifest_path_for(archive.path))
+    files = sorted(LocalStorage(tree).files(), key=lambda f: f.key)
+    assert sorted(manifest.files) == [f.key for f in files]
+    sample = files[0]
+    assert manifest.files[sample.key].size == sample.size
+    assert manifest.files[sample.key].sha256 == sha256_file(tree / sample.key)
+    assert manifest.files[sample.key].mtime == pytest.approx(sample.mtime)
+    assert set(manifest.folders) == {"voiceovers", "videos", "artifacts"}
+    assert manifest.total_files == len(files) and manifest.archive_sha256 == sha256_file(archive.path)
+    assert json.loads(manifest.to_json())["totals"] == {"files": len(files), "bytes": sum(f.size for f in files)}
+
+
+def test_a_second_backup_the_same_day_gets_a_time_and_the_catalogue_picks_the_newest(
+    tree: Path, tmp_path: Path
+) -> None:
+    first = archive_local(root=tree, backup_dir=tmp_path / "b")
+    second = archive_local(
+        root=tree, backup_dir=tmp_path / "b", compression="zst", now=first.created_at + timedelta(seconds=2)
+    )
+    full = copy_full(root=tree, backup_dir=tmp_path / "b", now=first.created_at + timedelta(seconds=4))
+    assert second.name.endswith(".tar.zst") and full.name.startswith("full_")
+    backups = list_storage_backups(backup_dir=tmp_path / "b")
+    assert [b.name for b in backups] == [first.name, second.name, full.name]
+    assert select_storage_backup(backups).name == full.name
+    assert select_storage_backup(backups, kind="archive").name == second.name
+    assert select_storage_backup(backups, before=first.created_at + timedelta(seconds=1)).name == first.name
+
+
+@pytest.mark.parametrize("compression", ["gz", "zst"])
+def test_an_archive_restore_goes_through_staging_and_keeps_the_old_tree(
+    tree: Path, tmp_path: Path, compression: str
+) -> None:
+    backup = archive_local(root=tree, backup_dir=tmp_path / "b", compression=compression)
+    victim = next(iter(LocalStorage(tree).files())).key
+    (tree / victim).unlink()
+    verified = verify_storage_backup(backup)
+    plan = restore_local(verified, live_root=tree)
+    assert isinstance(plan, RestorePlan) and not (tree / victim).exists()
+    result = restore_local(verified, live_root=tree, confirm=True)
+    assert isinstance(result, StorageRestoreResult) and result.kept_old
+    assert verify_storage(LocalStorage(tree), verified.manifest).passed
+    old = Path(result.kept_old)
+    assert old.is_dir() and not (old / victim).exists()
+    assert isinstance(drop_old_tree(old, live_root=tree), RestorePlan) and old.exists()
+    drop_old_tree(old, live_root=tree, confirm=True)
+    assert not old.exists()
+    assert not [p for p in tree.parent.iterdir() if ".restore-" in p.name]
+
+
+def test_a_full_copy_restores_a_deleted_tree(tree: Path, tmp_path: Path) -> None:
+    backup = copy_full(root=tree, backup_dir=tmp_path / "b")
+    shutil.rmtree(tree)
+    result = restore_local(verify_storage_backup(backup), live_root=tree, confirm=True)
+    assert isinstance(result, StorageRestoreResult) and result.kept_old is None
+    assert verify_storage(LocalStorage(tree), backup.manifest).passed  # type: ignore[arg-type]
+
+
+def test_a_full_copy_with_a_changed_file_is_not_swapped_in(tree: Path, tmp_path: Path) -> None:
+    backup = copy_full(root=tree, backup_dir=tmp_path / "b")
+    key = sorted(backup.manifest.files)[0]  # type: ignore[union-attr]
+    faults.flip_byte(backup.path / key)
+    before = sorted(p.name for p in tree.parent.iterdir())
+    with pytest.raises(RestoreFailed, match=f"changed: {key}.*was not touched"):
+        restore_local(verify_storage_backup(backup), live_root=tree, confirm=True)
+    assert sorted(p.name for p in tree.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [(faults.truncate_file, "truncated"), (faults.flip_byte, "fails its checksum"), (faults.empty_file, "0 bytes")],
+)
+def test_a_damaged_archive_is_refused_before_anything_is_touched(archive: StorageBackup, fault, message: str) -> None:  # type: ignore[no-untyped-def]
+    fault(archive.path)
+    with pytest.raises(BackupCorrupt, match=message):
+        verify_storage_backup(archive)
+
+
+def malicious_archive(folder: Path, member: tarfile.TarInfo) -> StorageBackup:
+    """A gzip'd tar holding ``member``, with a manifest that matches it (so only extraction can catch it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "storage_2026-01-13.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        good = tarfile.TarInfo("voiceovers/ok.wav")
+        good.size = 3
+        tar.addfile(good, io.BytesIO(b"abc"))
+        tar.addfile(member, io.BytesIO(b"pwned") if member.isfile() else None)
+    manifest = StorageManifest(
+        kind="archive",
+        source="test",
+        created_at="2026-01-13T00:00:00+00:00",
+        files={},
+        archive_sha256=sha256_file(path),
+        archive_size=path.stat().st_size,
+    )
+    write_manifest(manifest_path_for(path), manifest)
+    return StorageBackup(
+        kind="archive",
+        name=path.name,
+        location=str(path),
+        created_at=datetime(2026, 1, 13, tzinfo=UTC),
+        manifest=manifest,
+    )
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = 5 if kind == tarfile.REGTYPE else 0
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (_member("../../escaped.txt"), "escapes the target"),
+        (_member("/etc/drlib-pwned"), "absolute path"),
+        (_member("videos/link", tarfile.SYMTYPE, "../../../etc/passwd"), "pointing outside"),
+        (_member("videos/dev", tarfile.CHRTYPE), "device or special file"),
+    ],
+)
+def test_an_archive_member_that_would_escape_the_target_is_refused(
+    tree: Path, tmp_path: Path, member: tarfile.TarInfo, message: str
+) -> None:
+    backup = malicious_archive(tmp_path / "evil", member)
+    before = sorted(p.name for p in tree.parent.iterdir())
+    with pytest.raises(RestoreFailed, match=message):
+        restore_local(verify_storage_backup(backup), live_root=tree, confirm=True)
+    assert sorted(p.name for p in tree.parent.iterdir()) == before
+    assert not Path("/etc/drlib-pwned").exists() and not (tmp_path / "escaped.txt").exists()
+
+
+def test_an_intact_tree_passes_every_storage_check(tree: Path, archive: StorageBackup) -> None:
+    checks = verify_storage(LocalStorage(tree), archive.manifest)  # type: ignore[arg-type]
+    assert checks.passed, repr(checks)
+    assert archive_listing_check(archive.path, archive.manifest).status == "pass"  # type: ignore[arg-type]
+
+
+def test_a_deleted_file_fails_the_count_and_checksum_checks_and_is_named(tree: Path, archive: StorageBackup) -> None:
+    key = sorted(archive.manifest.files)[3]  # type: ignore[union-attr]
+    (tree / key).unlink()
+    result = {c.name: c for c in verify_storage(LocalStorage(tree), archive.manifest)}  # type: ignore[arg-type]
+    assert result[f"file_count:{key.split('/')[0]}"].status == "fail"
+    assert result["checksums"].status == "fail" and f"missing: {key}" in result["checksums"].detail
+
+
+def test_a_single_flipped_byte_is_found_and_named(tree: Path, archive: StorageBackup) -> None:
+    key = sorted(archive.manifest.files)[5]  # type: ignore[union-attr]
+    faults.flip_byte(tree / key)
+    result = {c.name: c for c in verify_storage(LocalStorage(tree), archive.manifest)}  # type: ignore[arg-type]
+    assert result["checksums"].status == "fail"
+    assert result["checksums"].detail == f"changed: {key}"
+    assert statuses(verify_storage(LocalStorage(tree), archive.manifest))["no_zero_byte_files"] == "pass"  # type: ignore[arg-type]
+
+
+def test_a_zero_byte_file_fails_the_size_check(tree: Path, archive: StorageBackup) -> None:
+    key = sorted(archive.manifest.files)[2]  # type: ignore[union-attr]
+    faults.empty_file(tree / key)
+    result = {c.name: c for c in verify_storage(LocalStorage(tree), archive.manifest)}  # type: ignore[arg-type]
+    assert result["no_zero_byte_files"].status == "fail" and key in result["no_zero_byte_files"].detail
+
+
+def test_a_world_writable_file_fails_the_permission_check(tree: Path, archive: StorageBackup) -> None:
+    key = sorted(archive.manifest.files)[1]  # type: ignore[union-attr]
+    os.chmod(tree / key, 0o666)
+    result = {c.name: c for c in verify_storage(LocalStorage(tree), archive.manifest)}  # type: ignore[arg-type]
+    assert result["permissions"].status == "fail" and key in result["permissions"].detail
+
+
+def test_the_archive_listing_must_match_the_manifest(archive: StorageBackup) -> None:
+    manifest = archive.manifest
+    assert manifest is not None
+    fewer = StorageManifest(**{**manifest.__dict__, "files": dict(list(manifest.files.items())[1:])})
+    assert archive_listing_check(archive.path, fewer).status == "fail"
+
+
+def test_a_missing_storage_key_fails_and_an_unreferenced_file_warns(tree: Path, target) -> None:  # type: ignore[no-untyped-def]
+    from drlib.storage.verify import referenced_keys
+
+    key = referenced_keys(target)[0]
+    (tree / key).unlink()
+    (tree / "artifacts" / "stray.json").write_text("{}")
+    result = {c.name: c for c in storage_key_checks(target, LocalStorage(tree))}
+    assert result["storage_keys_exist"].status == "fail" and key in result["storage_keys_exist"].detail
+    assert (
+        result["unreferenced_files"].status == "warn" and "artifacts/stray.json" in result["unreferenced_files"].detail
+    )
+
+
+def test_the_api_serves_a_restored_file_check_can_fail(healthy_sandbox: Sandbox, profile) -> None:  # type: ignore[no-untyped-def]
+    storage = LocalStorage(healthy_sandbox.storage_root)
+    key = "voiceovers/test.wav"
+    assert api_serves_file_check(profile.app.base_url, storage, key).status == "pass"
+    moved = healthy_sandbox.storage_root / "voiceovers" / "test.wav.bak"
+    (healthy_sandbox.storage_root / key).rename(moved)
+    try:
+        assert api_serves_file_check(profile.app.base_url, storage, key).status == "fail"
+    finally:
+        moved.rename(healthy_sandbox.storage_root / key)
