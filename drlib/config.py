@@ -109,6 +109,9 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class BackupSettings:
     postgres_dir: Path = Path("backups/postgres")
+    storage_dir: Path = Path("backups/storage")
+    redis_dir: Path = Path("backups/redis")
+    s3_prefix: str = "storage/"
     prefix: str = "content_crew"
     format: str = "custom"
 
@@ -118,6 +121,16 @@ class RedisSettings:
     host: str = "localhost"
     port: int = 6379
     password_secret: str = "REDIS_PASSWORD"
+    data_dir: Path | None = None
+    dbfilename: str = "dump.rdb"
+    controller: str = "compose"
+    compose_service: str = "redis"
+    compose_file: str | None = None
+    project_dir: Path | None = None
+    systemd_unit: str = "redis-server.service"
+    start_command: str | None = None
+    stop_command: str | None = None
+    status_command: str | None = None
 
 
 @dataclass(frozen=True)
@@ -242,7 +255,7 @@ _SECTIONS: dict[str, type] = {
     "storage": StorageSettings,
     "app": AppSettings,
 }
-_PATH_FIELDS = {"postgres_dir", "path", "project_dir", "log_file"}
+_PATH_FIELDS = {"postgres_dir", "storage_dir", "redis_dir", "path", "project_dir", "log_file", "data_dir"}
 
 
 def _build_section(cls: type, table: dict[str, Any], root: Path, profile: str, section: str) -> Any:

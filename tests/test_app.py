@@ -60,8 +60,9 @@ def profile_with(**app: Any) -> Profile:
 
 
 def test_compose_controller_runs_the_runbooks_docker_compose_commands(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    docker = fake_tool(tmp_path, "docker", FAKE_DOCKER, monkeypatch)
-    controller = ComposeController(profile_with(controller="compose", compose_file="compose.yml"), docker=str(docker))
+    monkeypatch.setenv("DRLIB_DOCKER", str(fake_tool(tmp_path, "docker", FAKE_DOCKER, monkeypatch)))
+    controller = controller_for(profile_with(controller="compose", compose_file="compose.yml"))
+    assert isinstance(controller, ComposeController)
     controller.stop()
     assert not controller.is_running()
     controller.start()
@@ -72,23 +73,23 @@ def test_compose_controller_runs_the_runbooks_docker_compose_commands(tmp_path, 
 
 
 def test_compose_controller_reports_a_failing_command(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    docker = fake_tool(tmp_path, "docker", FAKE_DOCKER, monkeypatch)
-    controller = ComposeController(profile_with(controller="compose", compose_service="missing"), docker=str(docker))
+    monkeypatch.setenv("DRLIB_DOCKER", str(fake_tool(tmp_path, "docker", FAKE_DOCKER, monkeypatch)))
+    controller = controller_for(profile_with(controller="compose", compose_service="missing"))
     with pytest.raises(ApplicationControlError, match="no such service"):
         controller.stop()
 
 
-def test_compose_controller_without_docker_is_a_clear_error() -> None:
-    controller = ComposeController(profile_with(controller="compose"), docker="/nonexistent/docker")
+def test_compose_controller_without_docker_is_a_clear_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DRLIB_DOCKER", "/nonexistent/docker")
+    controller = controller_for(profile_with(controller="compose"))
     with pytest.raises(ApplicationControlError, match="not installed"):
         controller.stop()
 
 
 def test_systemd_controller_stops_and_starts_the_unit(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    systemctl = fake_tool(tmp_path, "systemctl", FAKE_SYSTEMCTL, monkeypatch)
-    controller = SystemdController(
-        profile_with(controller="systemd", systemd_unit="api.service"), systemctl=str(systemctl)
-    )
+    monkeypatch.setenv("DRLIB_SYSTEMCTL", str(fake_tool(tmp_path, "systemctl", FAKE_SYSTEMCTL, monkeypatch)))
+    controller = controller_for(profile_with(controller="systemd", systemd_unit="api.service"))
+    assert isinstance(controller, SystemdController)
     controller.stop()
     assert not controller.is_running()
     controller.start()

@@ -23,7 +23,7 @@ class AppController(Protocol):
     def is_running(self) -> bool: ...
 
 
-ControllerFactory = Callable[[Profile], AppController]
+ControllerFactory = Callable[..., AppController]
 _REGISTRY: dict[str, ControllerFactory] = {}
 
 
@@ -37,16 +37,17 @@ def register(kind: str) -> Callable[[ControllerFactory], ControllerFactory]:
     return decorator
 
 
-def controller_for(profile: Profile) -> AppController:
-    """The controller the profile names."""
-    import drlib.app.controllers  # noqa: F401 - registers the built-in controllers
+def controller_for(profile: Profile, component: str = "app") -> AppController:
+    """The controller the profile names for ``component`` (``app`` or ``redis``)."""
+    from drlib.app.controllers import service_control  # also registers the built-in controllers
 
-    kind = profile.app.controller
-    if kind not in _REGISTRY:
+    control = service_control(profile, component)
+    if control.controller not in _REGISTRY:
         raise ConfigError(
-            f"profile {profile.name!r} names app controller {kind!r}; known: {', '.join(sorted(_REGISTRY))}"
+            f"profile {profile.name!r} names {component} controller {control.controller!r}; "
+            f"known: {', '.join(sorted(_REGISTRY))}"
         )
-    return _REGISTRY[kind](profile)
+    return _REGISTRY[control.controller](profile, control)
 
 
 def run_command(

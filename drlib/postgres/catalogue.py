@@ -11,6 +11,9 @@ import pandas as pd
 from drlib.exceptions import BackupNotFound
 from drlib.postgres.backup import Backup
 from drlib.postgres.manifest import manifest_path, read_manifest
+from drlib.selection import select_backup
+
+__all__ = ["catalogue_table", "list_backups", "parse_backup_time", "select_backup"]
 
 _NAME = re.compile(r"^(?P<prefix>.+)_(?P<date>\d{4}-\d{2}-\d{2})_(?P<time>\d{6})\.(?P<ext>dump|dir)$")
 
@@ -47,30 +50,6 @@ def list_backups(backup_dir: Path, *, prefix: str) -> list[Backup]:
                 manifest = None
         found.append(Backup(path=path, created_at=when, manifest=manifest))
     return sorted(found, key=lambda b: b.created_at)
-
-
-def select_backup(
-    backups: list[Backup],
-    *,
-    selection: str = "latest",
-    before: datetime | None = None,
-) -> Backup:
-    """``latest`` (optionally the newest before ``before``) or a backup by file name or path."""
-    if selection not in ("latest", ""):
-        wanted = Path(selection).name
-        for backup in backups:
-            if backup.name == wanted:
-                return backup
-        raise BackupNotFound(f"no backup named {wanted!r}; available: {', '.join(b.name for b in backups) or 'none'}")
-    candidates = [b for b in backups if before is None or b.created_at <= before]
-    if not candidates:
-        when = f" taken before {before.isoformat()}" if before else ""
-        raise BackupNotFound(
-            f"no backup{when} in the catalogue ({len(backups)} backups in all"
-            + (f", oldest {backups[0].created_at.isoformat()}" if backups else "")
-            + "): look in the off-site copy (S3) or pick a backup by name"
-        )
-    return candidates[-1]
 
 
 def catalogue_table(backups: list[Backup]) -> pd.DataFrame:

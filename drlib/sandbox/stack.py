@@ -162,10 +162,7 @@ class Sandbox:
         if not pg.running():
             pg.start()
         self._wait_for_database(pg.port, values[SECRET_NAMES["database"]])
-        redis_server = self.redis()
-        if not redis_server.running():
-            redis_server.write_config(values[SECRET_NAMES["redis"]])
-            redis_server.start()
+        self.start_redis()
         self._ensure_s3(ports["s3"], values)
         self._write_connection(ports)
         self._ensure_database(size, values)
@@ -287,6 +284,13 @@ class Sandbox:
         wait_for_port(port, what="sample API", timeout=30, log=self.api_log)
         return pid
 
+    def start_redis(self) -> None:
+        """Start Redis (loading the RDB file in its folder, if any) unless it runs."""
+        server = self.redis()
+        if not server.running():
+            server.write_config(self._secrets()[SECRET_NAMES["redis"]])
+            server.start()
+
     def stop_api(self) -> None:
         """Stop the sample API (the sandbox's ``docker compose stop api``)."""
         stop_pid(self._pids().get("api"), timeout=10)
@@ -304,8 +308,19 @@ class Sandbox:
                 "name": DB_NAME,
                 "password_secret": SECRET_NAMES["database"],
             },
-            "backups": {"postgres_dir": str(self.backups_root / "postgres"), "prefix": DB_NAME},
-            "redis": {"host": "127.0.0.1", "port": ports["redis"], "password_secret": SECRET_NAMES["redis"]},
+            "backups": {
+                "postgres_dir": str(self.backups_root / "postgres"),
+                "storage_dir": str(self.backups_root / "storage"),
+                "redis_dir": str(self.backups_root / "redis"),
+                "prefix": DB_NAME,
+            },
+            "redis": {
+                "host": "127.0.0.1",
+                "port": ports["redis"],
+                "password_secret": SECRET_NAMES["redis"],
+                "controller": "sandbox",
+                "data_dir": str(self.folder / "redis"),
+            },
             "storage": {
                 "kind": "local",
                 "path": str(self.storage_root),

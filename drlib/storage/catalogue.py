@@ -11,7 +11,7 @@ from typing import Any
 import botocore.exceptions
 import pandas as pd
 
-from drlib.exceptions import BackupNotFound
+from drlib.selection import select_backup
 from drlib.storage.backends import S3Storage
 from drlib.storage.manifest import MANIFEST_SUFFIX, StorageManifest, manifest_path_for, read_manifest
 
@@ -123,21 +123,7 @@ def select_storage_backup(
 ) -> StorageBackup:
     """The newest backup before ``before`` (optionally of one kind), or one by name."""
     pool = [b for b in backups if kind is None or b.kind == kind]
-    if selection not in ("", "latest"):
-        for backup in pool:
-            if backup.name == selection:
-                return backup
-        raise BackupNotFound(
-            f"no storage backup named {selection!r}; available: {', '.join(b.name for b in pool) or 'none'}"
-        )
-    candidates = [b for b in pool if before is None or b.created_at <= before]
-    if not candidates:
-        when = f" taken before {before.isoformat()}" if before else ""
-        raise BackupNotFound(
-            f"no {kind or 'storage'} backup{when} ({len(pool)} in the catalogue): check the "
-            "backup folder and the backups bucket"
-        )
-    return candidates[-1]
+    return select_backup(pool, selection=selection, before=before, what=f"{kind or 'storage'} backup")
 
 
 def storage_catalogue_table(backups: list[StorageBackup]) -> pd.DataFrame:

@@ -1,0 +1,107 @@
+"""Connecting to Redis with the profile's secret, and the dataset's fingerprint.
+
+The fingerprint is drlib's own: key counts per prefix (``session``, ``cache``, …) and a sha256
+over every key's type and canonical value (sorted members, scores, TTL present or not). It does
+not depend on ``DEBUG DIGEST`` (disabled on most servers) or on the server's internal encodings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from drlib.config import Profile
+from drlib.exceptions import ConnectionFailed, CredentialsRejected, DrlibError
+
+SCAN_BATCH = 1000
+
+
+def redis_client(profile: Profile, *, timeout: float = 5) -> redis.Redis:
+    return redis.Redis(
+        host=profile.redis.host,
+        port=profile.redis.port,
+        password=profile.secret(profile.redis.password_secret, required=False) or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+
+
+def redis_error(exc: Exception, profile: Profile) -> DrlibError:
+    where = f"Redis at {profile.redis.host}:{profile.redis.port}"
+    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
+        return CredentialsRejected(
+            f"{where} rejected the credentials: check the secret {profile.redis.password_secret}"
+        )
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return ConnectionFailed(f"cannot reach {where} ({type(exc).__name__}): is it running?")
+    return DrlibError(f"{where} failed: {exc}")
+
+
+def ping(profile: Profile) -> None:
+    """Raise a clear error unless Redis answers PING."""
+    client = redis_client(profile)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise redis_error(exc, profile) from exc
+    finally:
+        client.close()
+
+
+def wait_until_loaded(client: redis.Redis, *, timeout: float = 60) -> None:
+    """Wait until Redis has finished loading its dataset."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if int(client.info("persistence").get("loading", 0)) == 0:
+                return
+        except redis.BusyLoadingError:
+            pass
+        if time.monotonic() > deadline:
+            raise DrlibError(f"Redis was still loading its dataset after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    keys: int
+    prefixes: dict[str, int]
+    digest: str
+
+
+def prefix_of(key: str) -> str:
+    return key.split(":", 1)[0] if ":" in key else "(none)"
+
+
+def _canonical(client: redis.Redis, key: bytes, kind: str) -> Any:
+    if kind == "string":
+        return client.get(key)
+    if kind == "hash":
+        return sorted(client.hgetall(key).items())
+    if kind == "list":
+        return client.lrange(key, 0, -1)
+    if kind == "set":
+        return sorted(client.smembers(key))
+    if kind == "zset":
+        return client.zrange(key, 0, -1, withscores=True)
+    if kind == "stream":
+        return client.xrange(key)
+    return None
+
+
+def fingerprint(client: redis.Redis) -> Fingerprint:
+    """Key count, counts per prefix and a digest of the whole dataset."""
+    keys = sorted(client.scan_iter(count=SCAN_BATCH))
+    digest = hashlib.sha256()
+    for key in keys:
+        raw_kind = client.type(key)
+        kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
+        has_ttl = client.ttl(key) >= 0
+        digest.update(repr((key, kind, has_ttl, _canonical(client, key, kind))).encode())
+    prefixes = Counter(prefix_of(k.decode(errors="replace")) for k in keys)
+    return Fingerprint(keys=len(keys), prefixes=dict(sorted(prefixes.items())), digest=digest.hexdigest())

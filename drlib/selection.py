@@ -1,0 +1,43 @@
+"""Picking a backup from a catalogue: the newest before a time, or one by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from drlib.exceptions import BackupNotFound
+
+
+class Catalogued(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+
+B = TypeVar("B", bound=Catalogued)
+
+
+def select_backup(
+    backups: Sequence[B], *, selection: str = "latest", before: datetime | None = None, what: str = "backup"
+) -> B:
+    """``latest`` (optionally the newest taken before ``before``) or a backup by file name or path."""
+    if selection not in ("latest", ""):
+        wanted = Path(selection).name
+        for backup in backups:
+            if backup.name == wanted:
+                return backup
+        raise BackupNotFound(f"no {what} named {wanted!r}; available: {', '.join(b.name for b in backups) or 'none'}")
+    ordered = sorted(backups, key=lambda b: b.created_at)
+    candidates = [b for b in ordered if before is None or b.created_at <= before]
+    if not candidates:
+        when = f" taken before {before.isoformat()}" if before else ""
+        oldest = f", oldest {ordered[0].created_at.isoformat()}" if ordered else ""
+        raise BackupNotFound(
+            f"no {what}{when} in the catalogue ({len(backups)} in all{oldest}): look in the "
+            "off-site copy (S3) or pick a backup by name"
+        )
+    return candidates[-1]
