@@ -108,7 +108,8 @@ def drill_list() -> None:
         click.echo(f"{scenario.id}: {scenario.title}")
         for param in scenario.params:
             click.echo(f"    -p {param.name} ({param.type.__name__}, default {param.default!r}): {param.doc}")
-    click.echo("plans: " + "; ".join(f"{name} = {', '.join(ids)}" for name, ids in PLANS.items()))
+    for name, steps in PLANS.items():
+        click.echo(f"plan {name}: " + ", ".join(s + "".join(f" -p {k} {v}" for k, v in p.items()) for s, p in steps))
 
 
 @drill.command("run")
@@ -142,14 +143,15 @@ def drill_run(
     from drlib.parameters import validate
     from drlib.scenarios import get_scenario, plan_scenarios
 
-    ids = list(scenarios) + (list(plan_scenarios(plan)) if plan else [])
-    if not ids:
+    planned: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in scenarios]
+    planned += list(plan_scenarios(plan)) if plan else []
+    if not planned:
         raise click.UsageError("name at least one scenario, or --plan (see `drlib drill list`)")
-    overrides = dict(parameters)
-    for scenario_id in ids:  # every scenario and parameter is checked before anything runs
+    runs = [(scenario_id, {**plan_params, **dict(parameters)}) for scenario_id, plan_params in planned]
+    for scenario_id, overrides in runs:  # every scenario and parameter is checked before anything runs
         validate(get_scenario(scenario_id).params, overrides, scenario=scenario_id)
     failed = False
-    for scenario_id in ids:
+    for scenario_id, overrides in runs:
         click.echo(f"== drill {scenario_id} ({environment or os.environ.get('DRLIB_PROFILE', 'sandbox')})")
         result = run_scenario(
             scenario_id,

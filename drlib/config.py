@@ -36,6 +36,14 @@ RUNBOOK_RTO_SECONDS = {
     "partial_failure": 3600,
 }
 
+#: What the Content Crew app keeps in Redis, and whether losing it is safe.
+REDIS_KEY_NOTES = {
+    "session": "safe to lose: users log in again",
+    "cache": "safe to lose: rebuilt from PostgreSQL on the next read",
+    "ratelimit": "safe to lose: counters restart",
+    "queue": "NOT safe to lose: queued content jobs must be re-enqueued from content_jobs",
+}
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -131,6 +139,8 @@ class RedisSettings:
     start_command: str | None = None
     stop_command: str | None = None
     status_command: str | None = None
+    #: key prefix -> what losing those keys costs (the runbook: cache rebuilds, sessions recreate)
+    key_notes: dict[str, str] = field(default_factory=lambda: dict(REDIS_KEY_NOTES))
 
 
 @dataclass(frozen=True)

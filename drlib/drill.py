@@ -1,8 +1,6 @@
 """A drill, step by step: check the target may be drilled, stage the failure, run the runbook
-notebook headlessly, measure RTO and RPO, and archive the dated report.
-
-Reads as the list of what a drill does: see :func:`run_scenario`.
-"""
+notebook headlessly, run the Verify Restore notebook as the last stage, measure RTO, RPO and the
+data lost, and archive the dated report. See :func:`run_scenario`."""
 
 from __future__ import annotations
 
@@ -17,19 +15,20 @@ from typing import Any
 from drlib import __version__
 from drlib.checks import CheckResult, check
 from drlib.config import Profile, load_profile, project_root, reports_dir
-from drlib.drill_setup import STAGES, DrillSetup, rows_still_present
+from drlib.drill_setup import STAGES, DrillSetup
 from drlib.evidence import load_evidence, utcnow
-from drlib.exceptions import DrlibError
 from drlib.execute import Execution, execute_notebook
 from drlib.faults import ensure_drill_target
 from drlib.objectives import achieved_rpo_seconds, rto_check
 from drlib.parameters import validate
-from drlib.postgres.connection import PgTarget
 from drlib.report import write_report_folder
+from drlib.sandbox.stack import sandbox_for
 from drlib.scenarios import Scenario, get_scenario
 from drlib.secrets import redact
+from drlib.units import format_duration
 
 DEFAULT_TIMEOUT_SECONDS = 3600
+VERIFY_SCENARIO = "verify_restore"
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,16 @@ class DrillResult:
         return self.status == "passed"
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One notebook run of a drill and what it recorded."""
+
+    name: str
+    execution: Execution
+    evidence: dict[str, Any]
+    parameters: dict[str, Any]
+
+
 def report_folder(root: Path, started: datetime, scenario: str) -> Path:
     """``reports/<YYYY-MM-DD>/<HHMMSS>-<scenario>/`` (a suffix keeps two runs in one second apart)."""
     base = root / f"{started:%Y-%m-%d}" / f"{started:%H%M%S}-{scenario}"
@@ -54,6 +63,20 @@ def report_folder(root: Path, started: datetime, scenario: str) -> Path:
         folder = base.with_name(f"{base.name}-{n}")
     folder.mkdir(parents=True)
     return folder
+
+
+def run_notebook(scenario: Scenario, *, folder: Path, output: str, parameters: dict[str, Any], timeout: float) -> Stage:
+    evidence_path = folder / output.replace(".ipynb", ".evidence.json")
+    parameters = {**parameters, "evidence_path": str(evidence_path)}
+    execution = execute_notebook(
+        notebook=scenario.notebook_path(),
+        output=folder / output,
+        parameters=parameters,
+        cwd=project_root(),
+        timeout=timeout,
+        log=folder / output.replace(".ipynb", ".log"),
+    )
+    return Stage(name=scenario.id, execution=execution, evidence=load_evidence(evidence_path), parameters=parameters)
 
 
 def run_scenario(
@@ -67,39 +90,42 @@ def run_scenario(
 ) -> DrillResult:
     """Run one scenario as a drill and archive its report."""
     scenario = get_scenario(scenario_id)
-    user_params = validate(scenario.params, dict(overrides or {}), scenario=scenario.id)
+    given = dict(overrides or {})
+    params = validate(scenario.params, given, scenario=scenario.id)
     profile = load_profile(environment)
     ensure_drill_target(profile, confirm=confirm_target)
     started = utcnow()
     folder = report_folder(reports_root or reports_dir(), started, scenario.id)
-    evidence_path = folder / "evidence.json"
-    setup = STAGES[scenario.id](profile)
+    if profile.is_sandbox:  # start from a healthy sandbox, whatever the last drill left behind
+        sandbox_for(profile).up()
+    setup = STAGES[scenario.id](profile, params)
     parameters = {
-        **{k: v for k, v in user_params.items() if k in (overrides or {})},
+        **{k: v for k, v in params.items() if k in given},
         **setup.notebook_parameters,
         "profile": profile.name,
         "failure_time": setup.failure_time.isoformat(),
-        "confirm": user_params["confirm"] if "confirm" in (overrides or {}) else True,
-        "evidence_path": str(evidence_path),
+        "confirm": params["confirm"] if "confirm" in given else True,
     }
-    execution = execute_notebook(
-        notebook=scenario.notebook_path(),
-        output=folder / "notebook.ipynb",
-        parameters=parameters,
-        cwd=project_root(),
-        timeout=timeout,
-        log=folder / "execution.log",
-    )
-    evidence = load_evidence(evidence_path)
-    results = collect_results(
-        scenario=scenario,
-        profile=profile,
-        setup=setup,
-        evidence=evidence,
-        execution=execution,
-        parameters=parameters,
-        started=started,
-    )
+    stages = [run_notebook(scenario, folder=folder, output="notebook.ipynb", parameters=parameters, timeout=timeout)]
+    if scenario.verify_after and stages[0].execution.succeeded:
+        restored = stages[0].evidence.get("facts", {}).get("service_restored_at")
+        verify = {
+            "profile": profile.name,
+            "failure_time": setup.failure_time.isoformat(),
+            "since": restored or setup.failure_time.isoformat(),
+            "storage_kind": params.get("storage_kind", "local"),
+            "confirm": True,
+        }
+        stages.append(
+            run_notebook(
+                get_scenario(VERIFY_SCENARIO),
+                folder=folder,
+                output="verify_restore.ipynb",
+                parameters=verify,
+                timeout=timeout,
+            )
+        )
+    results = collect_results(scenario=scenario, profile=profile, setup=setup, stages=stages, started=started)
     write_report_folder(folder, results)
     failing = [c for c in results["checks"] if c["status"] == "fail"]
     return DrillResult(
@@ -111,56 +137,83 @@ def run_scenario(
     )
 
 
+def _prefixed(stage: Stage, index: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    steps = list(stage.evidence.get("steps", []))
+    checks = list(stage.evidence.get("checks", []))
+    if index == 0:
+        return steps, checks
+    return (
+        [{**s, "name": f"{stage.name}/{s['name']}"} for s in steps],
+        [{**c, "name": f"{stage.name}:{c['name']}"} for c in checks],
+    )
+
+
+def _stage_error(stage: Stage) -> dict[str, Any] | None:
+    error: dict[str, Any] | None = stage.evidence.get("facts", {}).get("error")
+    steps = stage.evidence.get("steps") or []
+    last = steps[-1]["name"] if steps else None
+    if stage.execution.timed_out:
+        return {
+            "step": last,
+            "message": f"drill timed out after {stage.execution.seconds:.0f}s; the notebook and "
+            "its child processes were stopped",
+        }
+    if not stage.execution.succeeded and not error:
+        return {"step": last, "message": "notebook execution failed: " + stage.execution.log_tail[-800:]}
+    return error
+
+
+def objective_checks(
+    scenario: Scenario, profile: Profile, setup: DrillSetup, restored_at: datetime | None
+) -> tuple[list[CheckResult], float | None, float | None]:
+    """The drill's RTO check, and the measured RTO and its target."""
+    if scenario.rto_kind is None:
+        return [], None, None
+    target = profile.targets.rto(scenario.rto_kind)
+    if restored_at is None:
+        return (
+            [
+                check(
+                    f"rto:{scenario.rto_kind}",
+                    False,
+                    expected=f"<= {format_duration(target)}",
+                    observed="service never restored",
+                )
+            ],
+            None,
+            target,
+        )
+    rto = rto_check(
+        scenario_kind=scenario.rto_kind,
+        outage_started=setup.failure_time,
+        service_restored=restored_at,
+        target_seconds=target,
+    )
+    return [rto], (restored_at - setup.failure_time).total_seconds(), target
+
+
 def collect_results(
-    *,
-    scenario: Scenario,
-    profile: Profile,
-    setup: DrillSetup,
-    evidence: dict[str, Any],
-    execution: Execution,
-    parameters: dict[str, Any],
-    started: datetime,
+    *, scenario: Scenario, profile: Profile, setup: DrillSetup, stages: list[Stage], started: datetime
 ) -> dict[str, Any]:
-    """The ``results.json`` document: evidence plus the drill's own measurements."""
-    facts = evidence.get("facts", {})
-    checks: list[dict[str, Any]] = list(evidence.get("checks", []))
-    drill_checks: list[CheckResult] = []
-    rto_target = profile.targets.rto(scenario.rto_kind)
-    rpo_target = profile.targets.rpo(scenario.rpo_component)
+    """The ``results.json`` document: evidence of every stage plus the drill's own measurements."""
+    facts = stages[0].evidence.get("facts", {})
+    steps: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    for index, stage in enumerate(stages):
+        stage_steps, stage_checks = _prefixed(stage, index)
+        steps += stage_steps
+        checks += stage_checks
     restored_at = datetime.fromisoformat(facts["service_restored_at"]) if facts.get("service_restored_at") else None
-    rto_seconds = (restored_at - setup.failure_time).total_seconds() if restored_at else None
-    if restored_at:
-        drill_checks.append(
-            rto_check(
-                scenario_kind=scenario.rto_kind,
-                outage_started=setup.failure_time,
-                service_restored=restored_at,
-                target_seconds=rto_target,
-            )
-        )
-    else:
-        drill_checks.append(
-            check(
-                f"rto:{scenario.rto_kind}", False, expected=f"<= {rto_target:.0f}s", observed="service never restored"
-            )
-        )
-    backup = facts.get("backup") or setup.backup
+    drill_checks, rto_seconds, rto_target = objective_checks(scenario, profile, setup, restored_at)
+    checks += [c.to_dict() for c in drill_checks]
+    backup = setup.backup or facts.get("backup")
+    rpo_target = profile.targets.rpo(scenario.rpo_component) if scenario.rpo_component else None
     rpo_seconds = (
         achieved_rpo_seconds(backup_time=datetime.fromisoformat(backup["created_at"]), failure_time=setup.failure_time)
-        if backup
+        if backup and rpo_target
         else None
     )
-    data_loss = measure_data_loss(profile, setup)
-    checks += [c.to_dict() for c in drill_checks]
-    error = facts.get("error")
-    if execution.timed_out:
-        error = {
-            "step": _last_step(evidence),
-            "message": f"drill timed out after {execution.seconds:.0f}s; "
-            "the notebook and its child processes were stopped",
-        }
-    elif not execution.succeeded and not error:
-        error = {"step": _last_step(evidence), "message": "notebook execution failed: " + execution.log_tail[-800:]}
+    error = next((e for e in (_stage_error(s) for s in stages) if e), None)
     status = "error" if error else ("failed" if any(c["status"] == "fail" for c in checks) else "passed")
     return {
         "scenario": scenario.id,
@@ -173,42 +226,21 @@ def collect_results(
         "rto_target_seconds": rto_target,
         "rpo_seconds": rpo_seconds,
         "rpo_target_seconds": rpo_target,
-        "steps": evidence.get("steps", []),
+        "steps": steps,
         "checks": checks,
-        "parameters": {k: redact(str(v)) if isinstance(v, str) else v for k, v in parameters.items()},
+        "parameters": {k: redact(v) if isinstance(v, str) else v for k, v in stages[0].parameters.items()},
         "drlib_version": __version__,
         "run_by": {"user": getpass.getuser(), "host": platform.node()},
         "fault": setup.fault,
         "failure_time": setup.failure_time.isoformat(),
         "service_restored_at": facts.get("service_restored_at"),
         "backup": backup,
-        "data_loss": data_loss,
+        "data_loss": setup.data_loss(profile),
         "error": error,
+        "notebooks": [f"{'notebook' if i == 0 else s.name}.ipynb" for i, s in enumerate(stages)],
         "execution": {
-            "seconds": round(execution.seconds, 2),
-            "returncode": execution.returncode,
-            "timed_out": execution.timed_out,
+            "seconds": round(sum(s.execution.seconds for s in stages), 2),
+            "returncode": max(s.execution.returncode for s in stages),
+            "timed_out": any(s.execution.timed_out for s in stages),
         },
     }
-
-
-def _last_step(evidence: dict[str, Any]) -> str | None:
-    steps = evidence.get("steps") or []
-    return steps[-1]["name"] if steps else None
-
-
-def measure_data_loss(profile: Profile, setup: DrillSetup) -> dict[str, dict[str, int]]:
-    """Per table: rows written after the backup, and how many of them the restore lost."""
-    if not setup.written_after_backup:
-        return {}
-    try:
-        present = rows_still_present(PgTarget.from_profile(profile), setup.marker)
-    except DrlibError:
-        present = {}
-    loss: dict[str, dict[str, int]] = {}
-    for table, written in setup.written_after_backup.items():
-        loss[table] = {
-            "written_after_backup": written,
-            "lost": written - present[table] if table in present else written,
-        }
-    return loss

@@ -6,13 +6,17 @@ Every fault refuses to run unless the profile is the sandbox, or is marked
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import redis
 from psycopg import sql
 
 from drlib.config import Profile
 from drlib.exceptions import DrillRefused
 from drlib.postgres.connection import PgTarget, drop_database
+from drlib.redis.connection import redis_client
+from drlib.storage.backends import S3Storage
 
 
 def ensure_drill_target(profile: Profile, *, confirm: bool) -> None:
@@ -100,3 +104,33 @@ def flip_byte(path: Path, *, offset: int | None = None) -> None:
         byte = handle.read(1)
         handle.seek(position)
         handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def empty_bucket(live: S3Storage) -> int:
+    """Delete every object of the live bucket (a versioned bucket keeps the old versions)."""
+    keys = [f.key for f in live.files()]
+    for start in range(0, len(keys), 1000):
+        live.client.delete_objects(
+            Bucket=live.bucket, Delete={"Objects": [{"Key": live.prefix + k} for k in keys[start : start + 1000]]}
+        )
+    return len(keys)
+
+
+def kill_redis(profile: Profile) -> None:
+    """FLUSHALL, then SHUTDOWN NOSAVE: the dataset is gone and Redis is down."""
+    client = redis_client(profile)
+    try:
+        client.flushall()
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+    finally:
+        client.close()
+
+
+def destroy_sandbox(profile: Profile) -> None:
+    """The full-system-loss fault (sandbox only): every process and all live data gone."""
+    if not profile.is_sandbox:
+        raise DrillRefused("the full-system-loss fault destroys a whole stack and runs only on the sandbox")
+    from drlib.sandbox.stack import sandbox_for
+
+    sandbox_for(profile).destroy_data()

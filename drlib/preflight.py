@@ -13,6 +13,7 @@ from drlib.checks import CheckResult, check
 from drlib.config import Profile
 from drlib.exceptions import ConnectionFailed, InsufficientDiskSpace
 from drlib.postgres.connection import PgTarget
+from drlib.redis.connection import redis_client
 from drlib.units import format_bytes
 
 #: Free space wanted on top of the database size (indexes are rebuilt, WAL is written).
@@ -29,13 +30,7 @@ def probe_database(target: PgTarget) -> str:
 
 
 def probe_redis(profile: Profile) -> str:
-    client = redis.Redis(
-        host=profile.redis.host,
-        port=profile.redis.port,
-        password=profile.secret(profile.redis.password_secret, required=False) or None,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-    )
+    client = redis_client(profile, timeout=2)
     try:
         client.ping()
         return "up"

@@ -106,20 +106,22 @@ def notebook_html(path: Path) -> str:
     return str(body)
 
 
-def render_report(results: dict[str, Any], notebook: Path) -> str:
+def render_report(results: dict[str, Any], folder: Path) -> str:
     title = f"DR drill {results['scenario']} {results['started_at']}"
+    notebooks = "".join(
+        f"<div class='notebook'><h2>Executed notebook: {html.escape(name)}</h2>{notebook_html(folder / name)}</div>"
+        for name in results.get("notebooks", ["notebook.ipynb"])
+    )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body>{summary_html(results)}"
-        f"<div class='notebook'><h2>Executed runbook notebook</h2>{notebook_html(notebook)}</div>"
-        "</body></html>"
+        f"<style>{STYLE}</style></head><body>{summary_html(results)}{notebooks}</body></html>"
     )
 
 
 def write_report_folder(folder: Path, results: dict[str, Any]) -> None:
     """results.json, report.html, then a secret scan and the folder's checksum manifest."""
     (folder / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
-    (folder / "report.html").write_text(render_report(results, folder / "notebook.ipynb"), encoding="utf-8")
+    (folder / "report.html").write_text(render_report(results, folder), encoding="utf-8")
     for leaking in scan_for_secrets(folder):
         leaking.write_text(redact(leaking.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
     write_checksums(folder)

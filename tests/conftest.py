@@ -16,7 +16,11 @@ from drlib.postgres.catalogue import list_backups, select_backup
 from drlib.postgres.connection import PgTarget, database_exists, drop_database
 from drlib.postgres.integrity import verify_backup
 from drlib.postgres.restore import restore_in_place
+from drlib.redis.backup import backup_redis
 from drlib.sandbox.stack import Sandbox
+from drlib.storage.backup import archive_local
+from drlib.storage.catalogue import list_storage_backups, select_storage_backup
+from drlib.storage.restore import restore_local, verify_storage_backup
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,9 +37,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     box = Sandbox(home / "sandbox")
     box.up(size="small")
     profile = load_profile("sandbox")
-    backup_database(
-        target=PgTarget.from_profile(profile), backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix
-    )  # the baseline healthy_sandbox repairs from
+    # baselines: healthy_sandbox repairs from them, and every notebook finds a backup to work with
+    target = PgTarget.from_profile(profile)
+    backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
+    archive_local(root=box.storage_root, backup_dir=profile.backups.storage_dir)
+    backup_redis(profile)
     yield box
     box.down(purge=True)
 
@@ -56,8 +62,10 @@ def healthy_sandbox(sandbox: Sandbox, profile: Profile, target: PgTarget) -> San
     if not database_exists(target, target.name):
         latest = select_backup(list_backups(profile.backups.postgres_dir, prefix=profile.backups.prefix))
         restore_in_place(verify_backup(latest), target=target, jobs=2, confirm=True)
-    if not sandbox.api_running():
-        sandbox.start_api()
+    if not sandbox.storage_root.is_dir():
+        storage = select_storage_backup(list_storage_backups(backup_dir=profile.backups.storage_dir), kind="archive")
+        restore_local(verify_storage_backup(storage), live_root=sandbox.storage_root, confirm=True)
+    sandbox.up()  # restarts whatever a test stopped or killed (Redis, the API, …)
     return sandbox
 
 

@@ -92,7 +92,8 @@ def test_a_drill_on_the_sandbox_passes_and_archives_a_dated_report(healthy_sandb
         "Data lost by this drill",
         "Steps",
         "Checks",
-        "Executed runbook notebook",
+        "Executed notebook: notebook.ipynb",
+        "Executed notebook: verify_restore.ipynb",
     ):
         assert text in page
     assert verify_checksums(folder) == []
@@ -167,3 +168,47 @@ def test_failure_injection_is_refused_outside_drill_targets(healthy_sandbox) -> 
     with pytest.raises(DrillRefused, match="confirmation"):
         run_scenario("postgres_database_loss", environment="staging")
     assert report_folders() == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("scenario", "params", "lost"),
+    [
+        ("storage_loss", [], {"storage_files": 3}),
+        ("storage_loss", ["-p", "storage_kind", "s3", "-p", "delete_extra", "true"], {"s3_objects": 3}),
+        ("redis_loss", [], {"redis_keys": 5}),
+        ("full_system_loss", [], {"users": 2, "content_jobs": 25, "storage_files": 3, "redis_keys": 5}),
+    ],
+    ids=["storage-local", "storage-s3", "redis", "full-system"],
+)
+def test_every_scenario_drill_restores_and_verifies(
+    healthy_sandbox,
+    scenario: str,
+    params: list[str],  # type: ignore[no-untyped-def]
+    lost: dict[str, int],
+) -> None:
+    before = report_folders()
+    result = drill(scenario, *params)
+    assert result.exit_code == 0, result.output
+    folder = newest(report_folders() - before)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "passed"
+    assert results["rto_seconds"] is not None and results["rto_seconds"] < results["rto_target_seconds"]
+    assert results["rpo_seconds"] is not None and results["rpo_seconds"] < results["rpo_target_seconds"]
+    assert {k: v["lost"] for k, v in results["data_loss"].items()} == lost
+    assert results["notebooks"] == ["notebook.ipynb", "verify_restore.ipynb"]
+    assert any(c["name"].startswith("verify_restore:") for c in results["checks"])
+    assert (folder / "verify_restore.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_verify_restore_runs_on_its_own_and_a_plan_runs_its_scenarios(healthy_sandbox) -> None:  # type: ignore[no-untyped-def]
+    before = report_folders()
+    result = drill("verify_restore")
+    assert result.exit_code == 0, result.output
+    results = json.loads((newest(report_folders() - before) / "results.json").read_text())
+    assert results["rto_seconds"] is None and results["fault"].startswith("none")
+    names = {c["name"] for c in results["checks"]}
+    assert {"row_count:users", "checksums", "storage_keys_exist", "health", "log_errors"} <= names
+    listing = CliRunner().invoke(main, ["drill", "list"]).output
+    assert "plan quarterly: postgres_database_loss, storage_loss, redis_loss, full_system_loss" in listing

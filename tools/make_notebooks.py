@@ -94,9 +94,166 @@ into the dated report.""",
             "runbook.summary()",
         ),
     ],
+    "storage_loss": [
+        (
+            """## Step 1: Identify affected storage
+**What:** the live storage (`./storage/` or the `content-crew-storage` bucket) as it is now: does it
+exist, how many files per folder. The runbook's `ls -lh ./storage/` / `aws s3 ls --recursive`.
+
+**If nothing looks lost:** stop here and look for the real failure (permissions, disk full, the API).""",
+            "runbook.identify_affected_storage()",
+        ),
+        (
+            """## Step 2: Locate the backup
+**What:** the storage catalogue across the local backup folder (`storage_YYYY-MM-DD.tar.gz`,
+`full_YYYY-MM-DD/`) and the backups bucket (`s3://backups-bucket/storage/YYYY-MM-DD/`), the newest
+backup before `failure_time`, and its integrity (size and sha256 against its manifest).
+
+**If it is refused:** pick an earlier backup with `storage_backup = "..."`.""",
+            "runbook.locate_backup()",
+        ),
+        (
+            """## Step 3: Restore storage
+**Local:** the archive is extracted (or the full copy copied) into a staging folder beside the live tree,
+every file checked against the manifest, then swapped in; the replaced tree is kept as
+`storage.old-<time>` (deleted only with `drop_old_tree = True`). Members that would escape the target
+(absolute paths, `..`, links outside) are refused.
+**S3:** the backup prefix is copied back by server-side copy (`aws s3 sync`); live objects the backup
+lacks are deleted only with `delete_extra = True` (`--delete`).
+
+**If it fails:** the live storage is untouched; the message says what was wrong.""",
+            "runbook.restore_storage()",
+        ),
+        (
+            """## Step 4: Verify the restore
+**What:** the runbook's Storage Verification: file counts per folder against the manifest (and the
+archive's listing), no 0-byte files, every file's sha256 (a single changed byte is named), permissions,
+every `content_artifacts.storage_key` present (files nothing references: a warning), and the RPO.""",
+            "runbook.verify_restore()",
+        ),
+        (
+            """## Step 5: Test the application
+**What:** `/health`, a restored artifact served by `GET /v1/storage/...` with identical bytes, log in
+and create a content job.""",
+            "runbook.test_application()",
+        ),
+        ("""## Summary""", "runbook.summary()"),
+    ],
+    "redis_loss": [
+        (
+            """## Pre-restore checklist
+**What:** is Redis down or empty; the newest RDB snapshot before `failure_time`, its checksum against
+its manifest and `redis-check-rdb`. The table shows which keys are safe to lose: the runbook treats
+Redis as rebuildable cache and sessions (RPO 1 hour), but the job queue is not.
+
+**If no backup is usable:** Redis can start empty; re-enqueue queued jobs from `content_jobs`.""",
+            "runbook.pre_restore_checklist()",
+        ),
+        (
+            """## Restore Redis
+**What:** stop Redis, move its RDB file aside (kept as `dump.rdb.old-<time>`), put the backup in place,
+start Redis and wait until it has loaded. Refused when Redis runs with `appendonly yes` (it would
+ignore the RDB).
+
+**Roll back:** stop Redis and move the `.old-<time>` file back.""",
+            "runbook.restore()",
+        ),
+        (
+            """## Verify Redis
+**What:** key counts per prefix and the dataset digest equal the backup's (a digest over every key's
+type and value, computed by drlib), and the achieved RPO against the 1-hour target.""",
+            "runbook.verify_restore()",
+        ),
+        (
+            """## Test the application
+**What:** `/health`, a login (which writes a session into Redis) and a new content job.""",
+            "runbook.test_application()",
+        ),
+        ("""## Summary""", "runbook.summary()"),
+    ],
+    "verify_restore": [
+        (
+            """## Database verification
+**What:** `SELECT version()`, the expected tables, row counts (at least the backup's: the application
+may have written since), foreign keys (`pg_constraint`), orphaned rows, and the newest `created_at`.""",
+            "runbook.database_verification()",
+        ),
+        (
+            """## Storage verification
+**What:** file counts and checksums against the newest storage backup, no 0-byte files, permissions, and
+every `storage_key` in `content_artifacts` present in storage.""",
+            "runbook.storage_verification()",
+        ),
+        (
+            """## Application verification
+**What:** `/health`, log in, create a content job, download an artifact, and the application's logs
+since the restore (`docker compose logs api | grep -i error` / `warning`).""",
+            "runbook.application_verification()",
+        ),
+        ("""## Summary""", "runbook.summary()"),
+    ],
+    "full_system_loss": [
+        (
+            """## Step 1: Provision infrastructure
+**What:** start a fresh database server and Redis first (`docker compose up -d db redis`; in the
+sandbox a fresh sandbox without data or API) and check they answer.""",
+            "runbook.provision_infrastructure()",
+        ),
+        (
+            """## Step 2: Restore the database
+**What:** Scenario 1's pre-restore checklist, restore (Option A: the server is new, nothing to keep)
+and verification — the same runbook code, recording into this run's evidence.""",
+            "runbook.restore_database()",
+        ),
+        (
+            """## Step 3: Restore file storage
+**What:** Scenario 2's locate, restore (staging + swap) and verification.""",
+            "runbook.restore_file_storage()",
+        ),
+        (
+            """## Step 3b: Restore Redis
+**What:** the Redis runbook's checklist, restore and verification (sessions and cache may also be left
+empty: see the Redis notebook's table of keys safe to lose).""",
+            "runbook.restore_redis()",
+        ),
+        (
+            """## Step 4: Restore the application
+**What:** start the API and wait for `/health` (`docker compose up -d`). The outage ends here (RTO).""",
+            "runbook.restore_application()",
+        ),
+        (
+            """## Step 5: Verify the system
+**What:** health checks passing, content jobs can be created, artifacts accessible.""",
+            "runbook.verify_system()",
+        ),
+        ("""## Summary""", "runbook.summary()"),
+    ],
 }
 
 INTRO = {
+    "storage_loss": (
+        "File storage loss",
+        "Restore Runbook → Scenario 2 (local storage and S3) and the Storage Verification of the "
+        "Verify Restore Procedure.",
+        "StorageLoss",
+    ),
+    "redis_loss": (
+        "Redis loss",
+        "The Redis row of the RPO table (1 hour): restore the newest RDB snapshot and verify it.",
+        "RedisLoss",
+    ),
+    "verify_restore": (
+        "Verify restore",
+        "The whole Verify Restore Procedure (database, storage, application), runnable on its own after "
+        "any restore. Drills run it as their last stage.",
+        "VerifyRestore",
+    ),
+    "full_system_loss": (
+        "Full system loss",
+        "Restore Runbook → Scenario 3: provision, restore database, storage and Redis, start the "
+        "application, verify the system.",
+        "FullSystemLoss",
+    ),
     "postgres_database_loss": (
         "PostgreSQL database loss",
         "Restore Runbook → Scenario 1 of `disaster-recovery-plan.md`, with the Pre-Restore Checklist "

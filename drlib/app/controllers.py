@@ -53,9 +53,9 @@ class SandboxController:
     """The embedded sandbox's API process or Redis server."""
 
     def __init__(self, profile: Profile, control: ServiceControl) -> None:
-        from drlib.sandbox.stack import Sandbox
+        from drlib.sandbox.stack import sandbox_for
 
-        self.sandbox = Sandbox(profile.secrets_file.parent if profile.secrets_file else None)
+        self.sandbox = sandbox_for(profile)
         self.component = control.component
         self.description = f"sandbox {'API' if self.component == 'app' else 'Redis'}"
 

@@ -7,6 +7,8 @@ newest ``created_at`` equal to the manifest's ("data matches backup timestamp").
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 from psycopg import sql
 
@@ -31,6 +33,10 @@ def orphan_query(spec: OrphanCheck) -> sql.Composed:
     )
 
 
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
 def existing_tables(conn: psycopg.Connection) -> set[str]:
     rows = conn.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
@@ -38,8 +44,11 @@ def existing_tables(conn: psycopg.Connection) -> set[str]:
     return {r[0] for r in rows}
 
 
-def verify_database(*, target: PgTarget, manifest: BackupManifest | None) -> Checks:
-    """Run every database check against ``target`` (compared with ``manifest`` when given)."""
+def verify_database(*, target: PgTarget, manifest: BackupManifest | None, exact: bool = True) -> Checks:
+    """Run every database check against ``target`` (compared with ``manifest`` when given).
+
+    ``exact``: row counts and newest rows equal the backup's (right after a restore). Otherwise
+    at least the backup's (once the application has written again)."""
     settings = target.settings
     results: list[CheckResult] = []
     try:
@@ -81,13 +90,14 @@ def verify_database(*, target: PgTarget, manifest: BackupManifest | None) -> Che
         if manifest is not None:
             for table, expected in manifest.tables.items():
                 observed = stats.get(table)
+                rows = observed.rows if observed else -1
                 results.append(
                     check(
                         f"row_count:{table}",
-                        observed is not None and observed.rows == expected.rows,
-                        expected=expected.rows,
-                        observed=observed.rows if observed else "table missing",
-                        detail="equals the backup manifest",
+                        rows == expected.rows if exact else rows >= expected.rows,
+                        expected=expected.rows if exact else f">= {expected.rows}",
+                        observed=rows if observed else "table missing",
+                        detail="equals the backup manifest" if exact else "at least the backup's rows",
                     )
                 )
             fks = set(foreign_keys(conn))
@@ -127,11 +137,12 @@ def verify_database(*, target: PgTarget, manifest: BackupManifest | None) -> Che
                     continue
                 observed = stats.get(table)
                 got = observed.newest_created_at if observed else None
+                newest = expected.newest_created_at
                 results.append(
                     check(
                         f"newest_created_at:{table}",
-                        got == expected.newest_created_at,
-                        expected=expected.newest_created_at,
+                        got == newest if exact else got is not None and _ts(got) >= _ts(newest),
+                        expected=newest if exact else f">= {newest}",
                         observed=got,
                         detail="data matches the backup timestamp",
                     )

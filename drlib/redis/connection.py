@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from drlib.config import Profile
 from drlib.exceptions import ConnectionFailed, CredentialsRejected, DrlibError
@@ -23,6 +25,7 @@ SCAN_BATCH = 1000
 
 def redis_client(profile: Profile, *, timeout: float = 5) -> redis.Redis:
     return redis.Redis(
+        retry=Retry(NoBackoff(), 0),  # a down Redis should say so now, not after a backoff series
         host=profile.redis.host,
         port=profile.redis.port,
         password=profile.secret(profile.redis.password_secret, required=False) or None,

@@ -78,19 +78,24 @@ class Runbook:
     title: ClassVar[str]
     params: ClassVar[tuple[Param, ...]]
 
-    def __init__(self, **values: Any) -> None:
+    def __init__(self, *, evidence: Evidence | None = None, **values: Any) -> None:
+        """``evidence``: share another runbook's evidence (a scenario built from other scenarios)."""
         self.values = validate(self.params, values, scenario=self.scenario)
         self.profile: Profile = load_profile(self.values["profile"])
         self.confirm: bool = self.values["confirm"]
         self.failure_time = parse_failure_time(self.values["failure_time"])
         path = self.values["evidence_path"]
-        self.evidence = Evidence(
+        self.evidence = evidence or Evidence(
             scenario=self.scenario,
             environment=self.profile.name,
             path=Path(path) if path else None,
             parameters=dict(self.values),
         )
         self.evidence.note("failure_time", self.failure_time.isoformat())
+
+    def common_values(self) -> dict[str, Any]:
+        """The shared parameters, to build a sub-runbook that records into the same evidence."""
+        return {p.name: self.values[p.name] for p in COMMON_PARAMS}
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> Runbook:

@@ -8,7 +8,7 @@ from typing import ClassVar
 from drlib.app.base import controller_for
 from drlib.app.health import check_create_job, check_login, wait_healthy
 from drlib.checks import Checks, check
-from drlib.evidence import utcnow
+from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import BackupCorrupt, VerificationFailed
 from drlib.objectives import rpo_check
 from drlib.parameters import Param
@@ -54,8 +54,8 @@ class PostgresDatabaseLoss(Runbook):
         Param("health_timeout", int, 60, "seconds to wait for the application to become healthy", minimum=1),
     )
 
-    def __init__(self, **values: object) -> None:
-        super().__init__(**values)
+    def __init__(self, *, evidence: Evidence | None = None, **values: object) -> None:
+        super().__init__(evidence=evidence, **values)
         self.target = PgTarget.from_profile(self.profile)
         self.app = controller_for(self.profile)
         self.verified: VerifiedBackup | None = None

@@ -15,6 +15,7 @@ import logging
 import mimetypes
 import os
 import secrets
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, type=Path, help="sandbox connection.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.Formatter.converter = time.gmtime  # log times in UTC, as drlib's log scan reads them
     connection = json.loads(args.config.read_text(encoding="utf-8"))
     Handler.backends = Backends(connection["profile"])
     host, port = connection["services"]["api"]["host"], connection["services"]["api"]["port"]

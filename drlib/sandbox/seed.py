@@ -9,7 +9,6 @@ Foreign keys link the tables as a real schema would. Rows are generated server-s
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +154,10 @@ def seed_database(conn: psycopg.Connection, *, size: SeedSize, test_password: st
             "(CASE artifact_type WHEN 'voiceover_audio' THEN '.wav' WHEN 'video' THEN '.mp4' "
             "ELSE '.json' END)"
         )
+        cur.execute(
+            "INSERT INTO content_artifacts (job_id, artifact_type, storage_key, storage_url, size_bytes, created_at) "
+            "VALUES (1, 'voiceover_audio', 'voiceovers/test.wav', '', 64, now() - interval '89 days')"
+        )
         cur.execute("UPDATE content_artifacts SET storage_url = '/v1/storage/' || storage_key")
     with conn.cursor() as cur:
         conn.autocommit = True
@@ -174,7 +177,7 @@ def write_artifact_files(conn: psycopg.Connection, storage_root: Path, *, size: 
             written += 1
     for folder, _ in ARTIFACT_KINDS.values():
         (storage_root / folder).mkdir(parents=True, exist_ok=True)
-    (storage_root / "voiceovers" / "test.wav").write_bytes(b"RIFF" + os.urandom(0) + b"\0" * 60)
+    (storage_root / "voiceovers" / "test.wav").write_bytes(b"RIFF" + b"\0" * 60)
     return written
 
 
@@ -183,16 +186,6 @@ def upload_tree(client: Any, bucket: str, root: Path) -> int:
     paths = [p for p in sorted(root.rglob("*")) if p.is_file()]
     parallel_map(lambda p: client.upload_file(str(p), bucket, p.relative_to(root).as_posix()), paths)
     return len(paths)
-
-
-#: Redis key prefixes of the sample app, and whether losing them is safe (the runbook: "cache can
-#: be rebuilt, sessions can be recreated").
-REDIS_PREFIXES = {
-    "session": "safe to lose: users log in again",
-    "cache": "safe to lose: rebuilt from PostgreSQL on the next read",
-    "ratelimit": "safe to lose: counters restart",
-    "queue": "NOT safe to lose: queued content jobs must be re-enqueued from content_jobs",
-}
 
 
 def seed_redis(client: Any, *, sessions: int = 20, cache: int = 50) -> None:

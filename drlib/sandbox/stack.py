@@ -21,7 +21,7 @@ import boto3
 import psycopg
 import redis
 
-from drlib.config import project_root, state_dir
+from drlib.config import Profile, project_root, state_dir
 from drlib.exceptions import SandboxError
 from drlib.processes import free_port, is_alive, port_is_open, spawn, stop_pid, wait_for_port
 from drlib.sandbox import seed
@@ -146,8 +146,11 @@ class Sandbox:
         )
 
     # -- lifecycle ----------------------------------------------------------------------
-    def up(self, *, size: str = "small") -> SandboxStatus:
-        """Start (or repair) every service and seed the database when it is new."""
+    def up(self, *, size: str = "small", seed_data: bool = True, start_api: bool = True) -> SandboxStatus:
+        """Start (or repair) every service and seed the database when it is new.
+
+        ``seed_data=False, start_api=False`` provisions bare infrastructure, as the runbook's
+        ``docker compose up -d db redis`` does after a full system loss."""
         if size not in seed.SIZES:
             raise SandboxError(f"unknown seed size {size!r}; choose one of {', '.join(seed.SIZES)}")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -165,11 +168,25 @@ class Sandbox:
         self.start_redis()
         self._ensure_s3(ports["s3"], values)
         self._write_connection(ports)
-        self._ensure_database(size, values)
-        self._ensure_bucket_seeded(ports["s3"], values)
-        self._ensure_redis_seeded(ports["redis"], values)
-        self._ensure_api(ports["api"], values)
+        if seed_data:
+            self._ensure_database(size, values)
+            self._ensure_bucket_seeded(ports["s3"], values)
+            self._ensure_redis_seeded(ports["redis"], values)
+        if start_api:
+            self._ensure_api(ports["api"], values)
         return self.status()
+
+    def destroy_data(self) -> None:
+        """The full-system-loss fault: every process stopped and all live data gone (database
+        cluster, Redis data, storage, logs). Backups and secrets survive, as off-site copies would."""
+        pgdata = self.postgres().datadir if self._ports() else None
+        connection = self.connection_file.read_text(encoding="utf-8") if self.connection_file.exists() else None
+        self.down()
+        if connection is not None:  # where the stack lives is configuration, not data: keep it
+            self.connection_file.write_text(connection, encoding="utf-8")
+        for path in (pgdata, self.folder / "redis", self.storage_root, self.logs):
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
 
     def _choose_ports(self) -> dict[str, int]:
         previous = self._ports()
@@ -373,3 +390,8 @@ class Sandbox:
             shutil.rmtree(self.folder, ignore_errors=True)
             outside = pg.datadir.parent  # the cluster lives in a private temp folder when not below ours
             shutil.rmtree(outside if outside.name.startswith("drlib-pg-") else pg.datadir, ignore_errors=True)
+
+
+def sandbox_for(profile: Profile) -> Sandbox:
+    """The sandbox a ``sandbox`` profile points at (its secrets file lives in the sandbox folder)."""
+    return Sandbox(profile.secrets_file.parent if profile.secrets_file else None)

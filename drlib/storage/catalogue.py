@@ -68,29 +68,31 @@ def _local(backup_dir: Path) -> list[StorageBackup]:
 
 
 def _remote(client: Any, bucket: str, prefix: str) -> list[StorageBackup]:
-    found: list[StorageBackup] = []
+    found: dict[str, StorageBackup] = {}
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        for common in page.get("CommonPrefixes", []):
-            name = common["Prefix"][len(prefix) :].rstrip("/")
+        names = [c["Prefix"][len(prefix) :].rstrip("/") for c in page.get("CommonPrefixes", [])]
+        # a snapshot of an empty bucket has no objects, only its manifest
+        names += [
+            i["Key"][len(prefix) :].removesuffix(MANIFEST_SUFFIX)
+            for i in page.get("Contents", [])
+            if i["Key"].endswith(MANIFEST_SUFFIX)
+        ]
+        for name in names:
             match = S3_NAME.match(name) or FULL_NAME.match(name)
-            if match:
+            if match and name not in found:
                 kind = "s3" if S3_NAME.match(name) else "full"
-                found.append(
-                    StorageBackup(
-                        kind=kind, name=name, location=f"s3://{bucket}/{prefix}{name}/", created_at=name_time(match)
-                    )
+                found[name] = StorageBackup(
+                    kind=kind, name=name, location=f"s3://{bucket}/{prefix}{name}/", created_at=name_time(match)
                 )
         for item in page.get("Contents", []):
             name = item["Key"][len(prefix) :]
             match = ARCHIVE_NAME.match(name)
             if match:
-                found.append(
-                    StorageBackup(
-                        kind="archive", name=name, location=f"s3://{bucket}/{item['Key']}", created_at=name_time(match)
-                    )
+                found[name] = StorageBackup(
+                    kind="archive", name=name, location=f"s3://{bucket}/{item['Key']}", created_at=name_time(match)
                 )
-    return [_with_remote_manifest(client, bucket, prefix, b) for b in found]
+    return [_with_remote_manifest(client, bucket, prefix, b) for b in found.values()]
 
 
 def _with_remote_manifest(client: Any, bucket: str, prefix: str, backup: StorageBackup) -> StorageBackup:
