@@ -80,6 +80,9 @@ def test_a_drill_on_the_sandbox_passes_and_archives_a_dated_report(healthy_sandb
         "verify_restore",
         "restart_application",
         "post_restore_verification",
+        "verify_restore/database_verification",
+        "verify_restore/storage_verification",
+        "verify_restore/application_verification",
     ]
     assert all({"name", "started_at", "seconds", "status"} <= set(s) for s in results["steps"])
     assert all({"name", "status", "expected", "observed", "detail"} <= set(c) for c in results["checks"])
