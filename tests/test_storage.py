@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tarfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -248,3 +249,31 @@ def test_the_api_serves_a_restored_file_check_can_fail(healthy_sandbox: Sandbox,
         assert api_serves_file_check(profile.app.base_url, storage, key).status == "fail"
     finally:
         moved.rename(healthy_sandbox.storage_root / key)
+
+
+def test_a_truncated_archive_is_caught_while_streaming_even_with_a_matching_checksum(
+    tree: Path, tmp_path: Path
+) -> None:
+    backup = archive_local(root=tree, backup_dir=tmp_path / "b")
+    faults.truncate_file(backup.path, keep_fraction=0.6)
+    manifest = backup.manifest
+    assert manifest is not None
+    forged = StorageManifest(
+        **{**manifest.__dict__, "archive_sha256": sha256_file(backup.path), "archive_size": backup.path.stat().st_size}
+    )
+    write_manifest(manifest_path_for(backup.path), forged)
+    before = sorted(p.name for p in tree.parent.iterdir())
+    with pytest.raises(RestoreFailed, match=r"truncated|decompress|missing"):
+        restore_local(verify_storage_backup(replace(backup, manifest=None)), live_root=tree, confirm=True)
+    assert sorted(p.name for p in tree.parent.iterdir()) == before
+
+
+def test_long_and_unicode_file_names_survive_an_archive_round_trip(tree: Path, tmp_path: Path) -> None:
+    deep = tree / "artifacts" / ("ü" * 40) / ("a-very-long-file-name-" * 8 + ".json")
+    deep.parent.mkdir(parents=True)
+    deep.write_text("{}")
+    backup = archive_local(root=tree, backup_dir=tmp_path / "b")
+    shutil.rmtree(tree)
+    restore_local(verify_storage_backup(backup), live_root=tree, confirm=True)
+    assert deep.read_text() == "{}"
+    assert verify_storage(LocalStorage(tree), backup.manifest).passed  # type: ignore[arg-type]

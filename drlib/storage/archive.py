@@ -13,13 +13,18 @@ import os
 import posixpath
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from drlib.exceptions import BackupCorrupt, DrlibError
 from drlib.hashing import CHUNK
 from drlib.storage.manifest import StorageManifest
 
+STREAM_BUFFER = 1024 * 1024
+BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
 DECOMPRESSORS = {".gz": ["gzip", "-dc"], ".zst": ["zstd", "-q", "-dc"]}
 
 
@@ -63,48 +68,135 @@ def check_member(member: tarfile.TarInfo, archive: Path) -> str:
     return normal
 
 
+class _TarStream:
+    """A minimal streaming tar reader (ustar, pax and GNU long names) over a pipe.
+
+    tarfile's own stream mode reads 10 KiB blocks through Python and re-slices its buffer;
+    this reader moves file data straight from the pipe into a reusable buffer, so extracting
+    costs about what ``tar -x`` costs."""
+
+    def __init__(self, stream: BinaryIO, archive: Path) -> None:
+        self.stream = stream
+        self.archive = archive
+        self.buffer = bytearray(CHUNK)
+        self.view = memoryview(self.buffer)
+
+    def _exact(self, size: int) -> bytes:
+        data = self.stream.read(size)
+        if len(data) != size:
+            raise BackupCorrupt(f"{self.archive.name} ends in the middle of a member: it is truncated")
+        return data
+
+    def members(self) -> Iterator[tarfile.TarInfo]:
+        pax: dict[str, str] = {}
+        long_name = long_link = None
+        while True:
+            header = self.stream.read(BLOCK)
+            if not header or header == ZERO_BLOCK:
+                if not header:
+                    raise BackupCorrupt(f"{self.archive.name} has no end-of-archive marker: it is truncated")
+                return
+            if len(header) != BLOCK:
+                raise BackupCorrupt(f"{self.archive.name} ends inside a header: it is truncated")
+            try:
+                info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+            except tarfile.HeaderError as exc:
+                raise BackupCorrupt(f"{self.archive.name} has a damaged header ({exc})") from exc
+            if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+                data = self._exact(_padded(info.size))[: info.size]
+                if info.type == tarfile.XHDTYPE:
+                    pax = _pax_records(data)
+                elif info.type == tarfile.GNUTYPE_LONGNAME:
+                    long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+                elif info.type == tarfile.GNUTYPE_LONGLINK:
+                    long_link = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+                continue
+            info.name = pax.get("path", long_name or info.name)
+            info.linkname = pax.get("linkpath", long_link or info.linkname)
+            if "size" in pax:
+                info.size = int(pax["size"])
+            if "mtime" in pax:
+                info.mtime = float(pax["mtime"])
+            pax, long_name, long_link = {}, None, None
+            yield info
+            if not info.isreg():
+                self.skip(info.size if info.type not in (tarfile.SYMTYPE, tarfile.LNKTYPE) else 0)
+
+    def copy_to(self, size: int, out: BinaryIO, digest: Any) -> None:
+        """Copy the current member's ``size`` bytes to ``out`` while hashing them."""
+        remaining = size
+        while remaining:
+            n = self.stream.readinto(self.view[: min(remaining, CHUNK)])  # type: ignore[attr-defined]
+            if not n:
+                raise BackupCorrupt(f"{self.archive.name} ends in the middle of a file: it is truncated")
+            digest.update(self.view[:n])
+            out.write(self.view[:n])
+            remaining -= n
+        self._exact(_padded(size) - size)
+
+    def skip(self, size: int) -> None:
+        remaining = _padded(size)
+        while remaining:
+            remaining -= len(self._exact(min(remaining, CHUNK)))
+
+
+def _padded(size: int) -> int:
+    return (size + BLOCK - 1) // BLOCK * BLOCK
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    records: dict[str, str] = {}
+    position = 0
+    while position < len(data):
+        length_text, _, _ = data[position:].partition(b" ")
+        if not length_text.isdigit():
+            break
+        length = int(length_text)
+        record = data[position : position + length].decode("utf-8", "surrogateescape")
+        key, _, value = record.partition(" ")[2].partition("=")
+        records[key] = value.rstrip("\n")
+        position += length
+    return records
+
+
 def extract_archive(archive: Path, dest: Path, *, manifest: StorageManifest | None) -> Extraction:
     """Stream ``archive`` into ``dest`` (which must be new), hashing each file on the way."""
     dest.mkdir(parents=True, exist_ok=False)
     result = Extraction()
     expected = manifest.files if manifest else {}
-    process = subprocess.Popen(decompressor_for(archive), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        decompressor_for(archive), stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=STREAM_BUFFER
+    )
     assert process.stdout is not None
     try:
-        with tarfile.open(fileobj=process.stdout, mode="r|") as tar:
-            for member in tar:
-                relative = check_member(member, archive)
-                target = dest / relative
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if member.issym():
-                    os.symlink(member.linkname, target)
-                    continue
-                if member.islnk():
-                    os.link(dest / posixpath.normpath(member.linkname), target)
-                    continue
-                source = tar.extractfile(member)
-                assert source is not None
-                digest = hashlib.sha256()
-                with target.open("wb") as out:
-                    while chunk := source.read(CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                os.chmod(target, member.mode & 0o7777)
-                os.utime(target, (member.mtime, member.mtime))
-                hexdigest = digest.hexdigest()
-                result.digests[relative] = hexdigest
-                result.files += 1
-                result.bytes += member.size
-                record = expected.get(relative)
-                if manifest is not None and record is None:
-                    result.unexpected.append(relative)
-                elif record is not None and record.sha256 != hexdigest:
-                    result.mismatched.append(relative)
-    except tarfile.TarError as exc:
-        raise BackupCorrupt(f"{archive.name} cannot be read to the end ({exc}): it is truncated or damaged") from exc
+        tar = _TarStream(process.stdout, archive)
+        for member in tar.members():
+            relative = check_member(member, archive)
+            target = dest / relative
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if member.issym():
+                os.symlink(member.linkname, target)
+                continue
+            if member.islnk():
+                os.link(dest / posixpath.normpath(member.linkname), target)
+                continue
+            digest = hashlib.sha256()
+            with target.open("wb", buffering=0) as out:
+                tar.copy_to(member.size, out, digest)
+            os.chmod(target, member.mode & 0o7777)
+            os.utime(target, (member.mtime, member.mtime))
+            hexdigest = digest.hexdigest()
+            result.digests[relative] = hexdigest
+            result.files += 1
+            result.bytes += member.size
+            record = expected.get(relative)
+            if manifest is not None and record is None:
+                result.unexpected.append(relative)
+            elif record is not None and record.sha256 != hexdigest:
+                result.mismatched.append(relative)
     finally:
         process.stdout.close()
         stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
