@@ -33,9 +33,10 @@ lab: install
 	$(BIN)/drlib sandbox up
 	$(BIN)/drlib lab
 
-## Restore benchmark on a >1 GB seeded database (takes several minutes).
+## Benchmarks against the raw tools: database restore (>1 GB) and storage (20,000 files, 2 GiB); minutes each.
 benchmark: install
 	$(BIN)/python benchmarks/restore_benchmark.py
+	$(BIN)/python benchmarks/storage_benchmark.py
 
 sandbox-up: install
 	$(BIN)/drlib sandbox up

@@ -236,6 +236,132 @@ def backup_verify(name: str, environment: str | None, deep: bool, no_manifest: b
     click.echo(repr(verified.checks))
 
 
+# -- storage ------------------------------------------------------------------------------
+@main.group()
+def storage() -> None:
+    """Take, list and verify file-storage backups (local folder and S3)."""
+
+
+@storage.command("backup")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@click.option(
+    "--form",
+    type=click.Choice(["archive", "full", "s3"]),
+    default="archive",
+    show_default=True,
+    help="archive: storage_DATE.tar.gz; full: full_DATE/ copy; s3: bucket prefix copy",
+)
+@click.option("--compression", type=click.Choice(["gz", "zst"]), default="gz", show_default=True)
+@click.option("--push", is_flag=True, help="also upload a local backup to the backups bucket")
+@handles_errors
+def storage_backup(environment: str | None, form: str, compression: str, push: bool) -> None:
+    """Back up the live storage, with a manifest of every file's size, sha256 and mtime."""
+    from drlib.config import load_profile
+    from drlib.storage.backends import S3Storage, s3_client
+    from drlib.storage.backup import archive_local, copy_full, push_to_bucket, snapshot_bucket
+
+    profile = load_profile(environment)
+    root, backups = Path(profile.storage.path), profile.backups.storage_dir
+    if form == "s3":
+        live = S3Storage(s3_client(profile), profile.storage.bucket, endpoint=profile.storage.endpoint_url)
+        made = snapshot_bucket(
+            live=live, backups_bucket=profile.storage.backups_bucket, prefix=profile.backups.s3_prefix
+        )
+    elif form == "full":
+        made = copy_full(root=root, backup_dir=backups)
+    else:
+        made = archive_local(root=root, backup_dir=backups, compression=compression)
+    files = made.manifest.total_files if made.manifest else 0
+    click.echo(f"{made.location} ({files} files)")
+    if push and form != "s3":
+        click.echo(
+            push_to_bucket(
+                made, client=s3_client(profile), bucket=profile.storage.backups_bucket, prefix=profile.backups.s3_prefix
+            )
+        )
+
+
+@storage.command("list")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@click.option("--s3/--no-s3", "include_s3", default=True, show_default=True, help="include the backups bucket")
+@handles_errors
+def storage_list(environment: str | None, include_s3: bool) -> None:
+    """The storage backup catalogue across the local folder and the backups bucket."""
+    from drlib.config import load_profile
+    from drlib.storage.backends import s3_client
+    from drlib.storage.catalogue import list_storage_backups, storage_catalogue_table
+
+    profile = load_profile(environment)
+    s3 = (s3_client(profile), profile.storage.backups_bucket, profile.backups.s3_prefix) if include_s3 else None
+    table = storage_catalogue_table(list_storage_backups(backup_dir=profile.backups.storage_dir, s3=s3))
+    click.echo(table.to_string(index=False) if len(table) else "no storage backups")
+
+
+@storage.command("verify")
+@click.argument("name", default="latest")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@handles_errors
+def storage_verify(name: str, environment: str | None) -> None:
+    """Integrity-check a local storage backup (default: the newest); exit 3 when it is bad."""
+    from drlib.config import load_profile
+    from drlib.storage.catalogue import list_storage_backups, select_storage_backup
+    from drlib.storage.restore import verify_storage_backup
+
+    profile = load_profile(environment)
+    chosen = select_storage_backup(list_storage_backups(backup_dir=profile.backups.storage_dir), selection=name)
+    click.echo(f"{chosen.name}: OK")
+    click.echo(repr(verify_storage_backup(chosen).checks))
+
+
+# -- redis --------------------------------------------------------------------------------
+@main.group("redis")
+def redis_group() -> None:
+    """Take, list and verify Redis RDB backups."""
+
+
+@redis_group.command("backup")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@handles_errors
+def redis_backup(environment: str | None) -> None:
+    """BGSAVE, fetch the RDB and restore-test it into a throw-away Redis for its manifest."""
+    from drlib.config import load_profile
+    from drlib.redis.backup import backup_redis
+
+    made = backup_redis(load_profile(environment))
+    keys = made.manifest.keys if made.manifest else 0
+    click.echo(f"{made.path} ({keys} keys, taken {made.created_at.isoformat(timespec='seconds')})")
+
+
+@redis_group.command("list")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@handles_errors
+def redis_list(environment: str | None) -> None:
+    """The Redis backup catalogue, oldest first."""
+    from drlib.config import load_profile
+    from drlib.redis.backup import list_redis_backups
+
+    for item in list_redis_backups(load_profile(environment).backups.redis_dir):
+        keys = item.manifest.keys if item.manifest else "?"
+        click.echo(f"{item.name}  {item.created_at.isoformat(timespec='seconds')}  {keys} keys")
+
+
+@redis_group.command("verify")
+@click.argument("name", default="latest")
+@click.option("--env", "environment", help="profile (default: sandbox)")
+@handles_errors
+def redis_verify(name: str, environment: str | None) -> None:
+    """Integrity-check an RDB backup (checksum, redis-check-rdb); exit 3 when it is bad."""
+    from drlib.config import load_profile
+    from drlib.redis.backup import list_redis_backups
+    from drlib.redis.restore import verify_redis_backup
+    from drlib.selection import select_backup
+
+    profile = load_profile(environment)
+    chosen = select_backup(list_redis_backups(profile.backups.redis_dir), selection=name, what="Redis backup")
+    click.echo(f"{chosen.name}: OK")
+    click.echo(repr(verify_redis_backup(chosen).checks))
+
+
 # -- profiles and reports -------------------------------------------------------------------
 @main.command("profiles")
 @handles_errors

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -379,8 +379,3 @@ def build_profile(name: str, table: dict[str, Any], *, root: Path) -> Profile:
         secrets_file=secrets_path,
         **sections,
     )
-
-
-def with_database(profile: Profile, **changes: Any) -> Profile:
-    """A copy of ``profile`` with database settings changed (e.g. another database name)."""
-    return replace(profile, database=replace(profile.database, **changes))

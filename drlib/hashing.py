@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,3 +47,15 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], *, workers: int | N
     """``[func(item) for item in items]`` on a thread pool, in order."""
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         return list(pool.map(func, items))
+
+
+def copy_hashing(source: Path, dest: Path) -> str:
+    """Copy ``source`` to ``dest`` (with its mode and times) and return its sha256, in one read."""
+    digest = hashlib.sha256()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as src, dest.open("wb") as dst:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+    shutil.copystat(source, dest)
+    return digest.hexdigest()

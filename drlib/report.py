@@ -87,8 +87,8 @@ def summary_html(results: dict[str, Any]) -> str:
     if results.get("data_loss"):
         rows = [{"table": t, **v} for t, v in results["data_loss"].items()]
         parts.append(
-            "<h2>Data lost by this drill</h2><p>Rows written after the backup, and how many the "
-            "restore could not bring back (the cost of the RPO).</p>"
+            "<h2>Data lost by this drill</h2><p>Data written after the backup (rows, files, keys), and how "
+            "much of it the restore could not bring back: the cost of the RPO.</p>"
             + _table(rows, ["table", "written_after_backup", "lost"])
         )
     if failing:

@@ -17,6 +17,7 @@ from drlib.checks import CheckResult, Checks, checks_table_html
 from drlib.config import Profile, load_profile
 from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import ParameterError
+from drlib.objectives import rpo_check
 from drlib.parameters import Param, validate
 
 COMMON_PARAMS: tuple[Param, ...] = (
@@ -112,8 +113,14 @@ class Runbook:
                 record.status = "skipped"
         return outcome
 
-    def checks_so_far(self) -> list[CheckResult]:
-        return list(self.evidence.checks)
+    def rpo(self, component: str, backup_time: datetime) -> CheckResult:
+        """The achieved RPO of ``component`` against the profile's target."""
+        return rpo_check(
+            component=component,
+            backup_time=backup_time,
+            failure_time=self.failure_time,
+            target_seconds=self.profile.targets.rpo(component),
+        )
 
     def summary(self) -> Outcome:
         """Every check of the run in one table; the last cell of each notebook."""

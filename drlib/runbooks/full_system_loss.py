@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from drlib.app.base import controller_for, run_command
-from drlib.app.health import check_create_job, check_login, wait_healthy
+from drlib.app.functional import artifact_checks, login_and_create_job
+from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
 from drlib.evidence import Evidence, utcnow
 from drlib.parameters import Param
@@ -18,8 +19,7 @@ from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook
 from drlib.runbooks.postgres_database_loss import PostgresDatabaseLoss
 from drlib.runbooks.redis_loss import RedisLoss
 from drlib.runbooks.storage_loss import StorageLoss
-from drlib.storage.backends import LocalStorage, live_storage
-from drlib.storage.verify import api_serves_file_check, referenced_keys
+from drlib.storage.backends import live_storage
 
 
 def combined(title: str, *outcomes: Outcome) -> Outcome:
@@ -141,15 +141,9 @@ class FullSystemLoss(Runbook):
         if not self.confirm:
             return Outcome("Verify system", facts={"dry_run": True})
         app = self.profile.app
-        password = self.profile.secret(app.test_account_password_secret, required=False)
-        login, token = check_login(app.base_url, email=app.test_account_email, password=password or "")
-        results = [
-            wait_healthy(app.base_url, path=app.health_path, timeout=10, name="system_health"),
-            login,
-            check_create_job(app.base_url, token=token),
-        ]
+        health = wait_healthy(app.base_url, path=app.health_path, timeout=10, name="system_health")
         storage = live_storage(self.profile, kind="local")
-        keys = referenced_keys(PgTarget.from_profile(self.profile))
-        if keys and isinstance(storage, LocalStorage):
-            results.append(api_serves_file_check(app.base_url, storage, keys[0]))
-        return Outcome("Verify system", checks=Checks(results))
+        return Outcome(
+            "Verify system",
+            checks=Checks([health, *login_and_create_job(self.profile), *artifact_checks(self.profile, storage)]),
+        )

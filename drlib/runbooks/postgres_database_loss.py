@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 from drlib.app.base import controller_for
-from drlib.app.health import check_create_job, check_login, wait_healthy
+from drlib.app.functional import login_and_create_job
+from drlib.app.health import wait_healthy
 from drlib.checks import Checks, check
 from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import BackupCorrupt, VerificationFailed
-from drlib.objectives import rpo_check
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.catalogue import catalogue_table, list_backups, select_backup
@@ -207,14 +207,7 @@ class PostgresDatabaseLoss(Runbook):
         if not self.confirm:
             return Outcome("Verify restore", facts={"dry_run": True, "would verify": self.target.settings.address})
         checks = list(verify_database(target=self.target, manifest=verified.manifest))
-        checks.append(
-            rpo_check(
-                component="postgres",
-                backup_time=verified.backup.created_at,
-                failure_time=self.failure_time,
-                target_seconds=self.profile.targets.rpo("postgres"),
-            )
-        )
+        checks.append(self.rpo("postgres", verified.backup.created_at))
         return Outcome("Verify restore", checks=Checks(checks))
 
     # Step 5 ------------------------------------------------------------------------------
@@ -243,21 +236,7 @@ class PostgresDatabaseLoss(Runbook):
         if not self.confirm:
             return Outcome("Post-restore verification", facts={"dry_run": True})
         health = wait_healthy(app.base_url, path=app.health_path, timeout=10, name="post_restore_health")
-        password = self.profile.secret(app.test_account_password_secret, required=False)
-        if password is None:
-            login = check(
-                "login_test_account",
-                False,
-                expected="200 with a token",
-                observed="not attempted",
-                detail=f"set {app.test_account_password_secret} to the test account's password",
-            )
-            token = None
-        else:
-            login, token = check_login(app.base_url, email=app.test_account_email, password=password)
-        return Outcome(
-            "Post-restore verification", checks=Checks([health, login, check_create_job(app.base_url, token=token)])
-        )
+        return Outcome("Post-restore verification", checks=Checks([health, *login_and_create_job(self.profile)]))
 
     def _require_verified(self) -> VerifiedBackup:
         if self.verified is None:

@@ -7,11 +7,11 @@ from typing import ClassVar
 
 import pandas as pd
 
-from drlib.app.health import check_create_job, check_login, wait_healthy
+from drlib.app.functional import login_and_create_job
+from drlib.app.health import wait_healthy
 from drlib.checks import Checks, check
 from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import DrlibError
-from drlib.objectives import rpo_check
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.redis.backup import list_redis_backups
@@ -103,12 +103,7 @@ class RedisLoss(Runbook):
             return Outcome("Verify Redis", facts={"dry_run": True})
         checks = [
             *verify_redis(self.profile, verified.manifest),
-            rpo_check(
-                component="redis",
-                backup_time=verified.backup.created_at,
-                failure_time=self.failure_time,
-                target_seconds=self.profile.targets.rpo("redis"),
-            ),
+            self.rpo("redis", verified.backup.created_at),
         ]
         return Outcome("Verify Redis", checks=Checks(checks))
 
@@ -123,9 +118,7 @@ class RedisLoss(Runbook):
         health = wait_healthy(app.base_url, path=app.health_path, timeout=self.values["health_timeout"])
         if health.passed:
             self.evidence.note("service_restored_at", utcnow().isoformat())
-        password = self.profile.secret(app.test_account_password_secret, required=False)
-        login, token = check_login(app.base_url, email=app.test_account_email, password=password or "")
-        return Outcome("Test application", checks=Checks([health, login, check_create_job(app.base_url, token=token)]))
+        return Outcome("Test application", checks=Checks([health, *login_and_create_job(self.profile)]))
 
     def _require_verified(self) -> VerifiedRedisBackup:
         if self.verified is None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from drlib.app.health import check_create_job, check_login, wait_healthy
+from drlib.app.functional import artifact_checks, login_and_create_job
+from drlib.app.health import wait_healthy
 from drlib.checks import Checks, check
 from drlib.evidence import Evidence, utcnow
-from drlib.objectives import rpo_check
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
 from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook
-from drlib.storage.backends import LocalStorage, S3Storage, live_storage, s3_client
+from drlib.storage.backends import S3Storage, live_storage, s3_client
 from drlib.storage.catalogue import (
     StorageBackup,
     list_storage_backups,
@@ -28,9 +28,7 @@ from drlib.storage.restore import (
     verify_storage_backup,
 )
 from drlib.storage.verify import (
-    api_serves_file_check,
     archive_listing_check,
-    referenced_keys,
     storage_key_checks,
     verify_storage,
 )
@@ -189,14 +187,7 @@ class StorageLoss(Runbook):
         if verified.backup.kind == "archive" and not verified.backup.in_s3:
             checks.append(archive_listing_check(verified.backup.path, verified.manifest))
         checks += storage_key_checks(PgTarget.from_profile(self.profile), self.live)
-        checks.append(
-            rpo_check(
-                component="storage",
-                backup_time=verified.backup.created_at,
-                failure_time=self.failure_time,
-                target_seconds=self.profile.targets.rpo("storage"),
-            )
-        )
+        checks.append(self.rpo("storage", verified.backup.created_at))
         return Outcome("Verify storage", checks=Checks(checks))
 
     # Step 5 -------------------------------------------------------------------------------
@@ -209,24 +200,7 @@ class StorageLoss(Runbook):
             return Outcome("Test application", facts={"dry_run": True})
         app = self.profile.app
         health = wait_healthy(app.base_url, path=app.health_path, timeout=self.values["health_timeout"])
-        checks = [health]
-        keys = referenced_keys(PgTarget.from_profile(self.profile))
-        if isinstance(self.live, LocalStorage) and keys:
-            checks.append(api_serves_file_check(app.base_url, self.live, keys[0]))
-        elif keys:
-            checks.append(
-                check(
-                    "restored_object_readable",
-                    self.live.exists(keys[0]),
-                    expected="object present",
-                    observed="present" if self.live.exists(keys[0]) else "missing",
-                    detail=keys[0],
-                )
-            )
-        password = self.profile.secret(app.test_account_password_secret, required=False)
-        login, token = check_login(app.base_url, email=app.test_account_email, password=password or "")
-        checks += [login, check_create_job(app.base_url, token=token)]
-        outcome = Checks(checks)
+        outcome = Checks([health, *artifact_checks(self.profile, self.live), *login_and_create_job(self.profile)])
         if outcome.passed:
             self.evidence.note("service_restored_at", utcnow().isoformat())
         return Outcome("Test application", checks=outcome)

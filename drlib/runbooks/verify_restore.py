@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from drlib.app.health import check_create_job, check_login, wait_healthy
+from drlib.app.functional import artifact_checks, login_and_create_job
+from drlib.app.health import wait_healthy
 from drlib.app.logs import log_checks
 from drlib.checks import CheckResult, Checks, check
 from drlib.evidence import Evidence
@@ -20,9 +21,7 @@ from drlib.storage.backends import LocalStorage, live_storage, s3_client
 from drlib.storage.catalogue import list_storage_backups, select_storage_backup
 from drlib.storage.manifest import StorageManifest
 from drlib.storage.verify import (
-    api_serves_file_check,
     permission_check,
-    referenced_keys,
     storage_key_checks,
     verify_storage,
     zero_byte_check,
@@ -114,22 +113,14 @@ class VerifyRestore(Runbook):
 
     def _application(self) -> Outcome:
         app = self.profile.app
-        results: list[CheckResult] = [wait_healthy(app.base_url, path=app.health_path, timeout=30)]
-        password = self.profile.secret(app.test_account_password_secret, required=False)
-        login, token = check_login(app.base_url, email=app.test_account_email, password=password or "")
-        results.append(login)
         facts = {"logs since": self.since.isoformat(timespec="seconds")}
-        if self.confirm:  # creating a test job writes to the database: only when confirmed
-            results.append(check_create_job(app.base_url, token=token))
-        else:
+        if not self.confirm:  # creating a test job writes to the database: only when confirmed
             facts["create a content job"] = "skipped (dry run: set confirm = True)"
         storage = live_storage(self.profile, kind=self.values["storage_kind"])
-        keys = referenced_keys(self.target)
-        if keys and isinstance(storage, LocalStorage):
-            results.append(api_serves_file_check(app.base_url, storage, keys[0]))
-        results += log_checks(self.profile, since=self.since)
-        return Outcome(
-            "Application verification",
-            facts={"logs since": self.since.isoformat(timespec="seconds")},
-            checks=Checks(results),
-        )
+        results = [
+            wait_healthy(app.base_url, path=app.health_path, timeout=30),
+            *login_and_create_job(self.profile, create_job=self.confirm),
+            *artifact_checks(self.profile, storage),
+            *log_checks(self.profile, since=self.since),
+        ]
+        return Outcome("Application verification", facts=facts, checks=Checks(results))

@@ -7,7 +7,6 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -168,7 +167,3 @@ def live_storage(profile: Profile, *, kind: str | None = None) -> LocalStorage |
     if kind == "s3":
         return S3Storage(s3_client(profile), profile.storage.bucket, endpoint=profile.storage.endpoint_url)
     raise ConfigError(f"unknown storage kind {kind!r}: use 'local' or 's3'")
-
-
-def utc_from_timestamp(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)

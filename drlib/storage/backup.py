@@ -25,7 +25,7 @@ import botocore.exceptions
 
 from drlib import __version__
 from drlib.exceptions import DrlibError
-from drlib.hashing import CHUNK, parallel_map, sha256_file
+from drlib.hashing import copy_hashing, parallel_map, sha256_file
 from drlib.storage.backends import TRANSFER, LocalStorage, S3Storage
 from drlib.storage.catalogue import StorageBackup
 from drlib.storage.manifest import (
@@ -124,17 +124,6 @@ def archive_local(
     return StorageBackup(kind="archive", name=name, location=str(final), created_at=now, manifest=manifest)
 
 
-def _copy_and_hash(source: Path, dest: Path) -> str:
-    digest = hashlib.sha256()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as src, dest.open("wb") as dst:
-        while chunk := src.read(CHUNK):
-            digest.update(chunk)
-            dst.write(chunk)
-    shutil.copystat(source, dest)
-    return digest.hexdigest()
-
-
 def copy_full(
     *, root: Path, backup_dir: Path, now: datetime | None = None, workers: int | None = None
 ) -> StorageBackup:
@@ -147,7 +136,7 @@ def copy_full(
     final, partial = backup_dir / name, backup_dir / (name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     entries = sorted(LocalStorage(root).files(), key=lambda f: f.key)
-    digests = parallel_map(lambda f: _copy_and_hash(root / f.key, partial / f.key), entries, workers=workers)
+    digests = parallel_map(lambda f: copy_hashing(root / f.key, partial / f.key), entries, workers=workers)
     for dirpath, _, _ in os.walk(root):
         (partial / Path(dirpath).relative_to(root)).mkdir(parents=True, exist_ok=True)
     os.replace(partial, final)
@@ -231,8 +220,3 @@ def push_to_bucket(
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise S3Storage(client, bucket).error(exc) from exc
     return f"s3://{bucket}/{prefix}{path.name}"
-
-
-def build_local_manifest(root: Path, *, kind: str, now: datetime) -> StorageManifest:
-    """A manifest of a local tree as it is now (used for the live tree, before it is replaced)."""
-    return build_manifest(LocalStorage(root), kind=kind, created_at=now, drlib_version=__version__)

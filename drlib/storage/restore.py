@@ -12,7 +12,6 @@ Single objects can be restored alone, and a versioned bucket can be put back as 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -25,7 +24,7 @@ import botocore.exceptions
 
 from drlib.checks import Checks, check
 from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfirmationRequired, RestoreFailed
-from drlib.hashing import CHUNK, parallel_map, sha256_file
+from drlib.hashing import copy_hashing, parallel_map, sha256_file
 from drlib.plans import RestorePlan, timestamp_suffix
 from drlib.storage.archive import extract_archive
 from drlib.storage.backends import TRANSFER, S3Storage
@@ -114,17 +113,6 @@ def verify_storage_backup(backup: StorageBackup) -> VerifiedStorageBackup:
     return VerifiedStorageBackup(backup, manifest, Checks(results))
 
 
-def _copy_verified(source: Path, dest: Path, expected: str) -> bool:
-    digest = hashlib.sha256()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as src, dest.open("wb") as dst:
-        while chunk := src.read(CHUNK):
-            digest.update(chunk)
-            dst.write(chunk)
-    shutil.copystat(source, dest)
-    return digest.hexdigest() == expected
-
-
 def restore_local(
     verified: VerifiedStorageBackup,
     *,
@@ -159,7 +147,7 @@ def restore_local(
             keys = sorted(manifest.files)
             staging.mkdir(parents=True)
             ok = parallel_map(
-                lambda k: _copy_verified(backup.path / k, staging / k, manifest.files[k].sha256), keys, workers=workers
+                lambda k: copy_hashing(backup.path / k, staging / k) == manifest.files[k].sha256, keys, workers=workers
             )
             bad, got = [k for k, good in zip(keys, ok, strict=True) if not good], set(keys)
             size = sum(manifest.files[k].size for k in keys)
