@@ -209,29 +209,31 @@ def extract_archive(archive: Path, dest: Path, *, manifest: StorageManifest | No
     sizes: dict[str, int] = {}
     try:
         tar = _TarStream(process.stdout, archive)
-        made: set[Path] = {dest}  # folders already created: one mkdir per folder, not per file
+        root = str(dest)
+        made: set[str] = {root}  # folders already created: one mkdir per folder, not per file
         for member in tar.members():
             relative = check_member(member, archive)
-            target = dest / relative
+            target = f"{root}/{relative}"  # plain strings: this loop runs once per file
             if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
+                os.makedirs(target, exist_ok=True)
                 made.add(target)
                 continue
-            if target.parent not in made:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made.add(target.parent)
+            parent = os.path.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
             if member.issym():
                 os.symlink(member.linkname, target)
                 continue
             if member.islnk():
-                os.link(dest / posixpath.normpath(member.linkname), target)
+                os.link(f"{root}/{posixpath.normpath(member.linkname)}", target)
                 continue
             digest = hashlib.sha256()
-            with target.open("wb", buffering=0) as out:
+            with open(target, "wb", buffering=0) as out:
                 tar.copy_to(member.size, out, digest, hasher)
+                os.fchmod(out.fileno(), member.mode & 0o7777)
+                os.utime(out.fileno(), (member.mtime, member.mtime))
             hasher.finish_file(relative, digest)
-            os.chmod(target, member.mode & 0o7777)
-            os.utime(target, (member.mtime, member.mtime))
             sizes[relative] = member.size
     finally:
         result.digests = hasher.close()
