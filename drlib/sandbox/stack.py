@@ -173,7 +173,7 @@ class Sandbox:
             self._ensure_bucket_seeded(ports["s3"], values)
             self._ensure_redis_seeded(ports["redis"], values)
         if start_api:
-            self._ensure_api(ports["api"], values)
+            self._ensure_api(ports["api"])
         return self.status()
 
     def destroy_data(self) -> None:
@@ -278,7 +278,7 @@ class Sandbox:
                 shutil.rmtree(self.storage_root)
             seed.write_artifact_files(conn, self.storage_root, size=seed_size)
 
-    def _ensure_api(self, port: int, values: dict[str, str]) -> None:
+    def _ensure_api(self, port: int) -> None:
         if is_alive(self._pids().get("api")) and port_is_open(port):
             return
         self.start_api()
