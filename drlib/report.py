@@ -21,7 +21,9 @@ MANIFEST_NAME = "SHA256SUMS"
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2328}
 h1{margin-bottom:.2rem} table{border-collapse:collapse;margin:.5rem 0 1.2rem} td,th{border:1px solid #d0d7de;
-padding:.3rem .6rem;text-align:left;vertical-align:top;font-size:.9rem} th{background:#f6f8fa}
+padding:.3rem .6rem;text-align:left;vertical-align:top;font-size:.9rem;overflow-wrap:anywhere} th{background:#f6f8fa}
+table.checks{width:100%;table-layout:fixed} table.checks th:nth-child(1){width:24%}
+table.checks th:nth-child(2){width:7%} table.checks th:nth-child(3),table.checks th:nth-child(4){width:22%}
 .banner{padding:.8rem 1rem;border-radius:6px;color:#fff;font-size:1.3rem;font-weight:bold}
 .passed{background:#1a7f37}.failed{background:#cf222e}.error{background:#8250df}
 .kpi{display:flex;gap:1rem;margin:1rem 0}.kpi div{border:1px solid #d0d7de;border-radius:6px;padding:.6rem 1rem}
@@ -46,6 +48,11 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _when(iso: str) -> str:
+    """``2026-11-26 17:15:18`` from an ISO timestamp."""
+    return html.escape(iso.replace("T", " ")[:19])
+
+
 def summary_html(results: dict[str, Any]) -> str:
     status = results["status"]
     checks = [
@@ -62,8 +69,8 @@ def summary_html(results: dict[str, Any]) -> str:
     parts = [
         f"<h1>DR drill: {html.escape(results.get('title', results['scenario']))}</h1>",
         f"<p>Scenario <code>{html.escape(results['scenario'])}</code> on environment "
-        f"<b>{html.escape(results['environment'])}</b>, {html.escape(results['started_at'])} → "
-        f"{html.escape(results['finished_at'])} (UTC). Run by {html.escape(results['run_by']['user'])} on "
+        f"<b>{html.escape(results['environment'])}</b>, {_when(results['started_at'])} → "
+        f"{_when(results['finished_at'])} UTC. Run by {html.escape(results['run_by']['user'])} on "
         f"{html.escape(results['run_by']['host'])}, drlib {html.escape(results['drlib_version'])}.</p>",
         f"<div class='banner {status}'>{status.upper()}"
         + (f" — {len(failing)} failing check(s)" if failing else "")
@@ -81,20 +88,20 @@ def summary_html(results: dict[str, Any]) -> str:
         )
     parts.append(
         f"<p>Fault injected: {html.escape(str(results.get('fault')))} at "
-        f"{html.escape(str(results.get('failure_time')))}. Backup used: "
+        f"{_when(str(results.get('failure_time')))} UTC. Backup used: "
         f"{html.escape(str((results.get('backup') or {}).get('name', 'none')))}.</p>"
     )
     if results.get("data_loss"):
-        rows = [{"table": t, **v} for t, v in results["data_loss"].items()]
+        rows = [{"data": t, **v} for t, v in results["data_loss"].items()]
         parts.append(
             "<h2>Data lost by this drill</h2><p>Data written after the backup (rows, files, keys), and how "
             "much of it the restore could not bring back: the cost of the RPO.</p>"
-            + _table(rows, ["table", "written_after_backup", "lost"])
+            + _table(rows, ["data", "written_after_backup", "lost"])
         )
     if failing:
         parts.append("<h2>Failing checks</h2>" + checks_table_html(failing))
-    parts.append("<h2>Checks</h2>" + checks_table_html(checks))
     parts.append("<h2>Steps</h2>" + _table(results["steps"], ["name", "status", "started_at", "seconds", "detail"]))
+    parts.append("<h2>Checks</h2>" + checks_table_html(checks))
     return "".join(parts)
 
 
