@@ -132,10 +132,7 @@ def s3_benchmark(work: Path, tree: Path, *, files: int) -> None:
         backup = snapshot_bucket(live=live, backups_bucket="backups-bucket")
         assert backup.manifest is not None
         keys = sorted(backup.manifest.files)
-        for start in range(0, len(keys), 1000):
-            client.delete_objects(
-                Bucket="bench-live", Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
-            )
+        live.delete(keys)
         verified = verify_storage_backup(backup)
         started = time.monotonic()
         restore_bucket(verified, live=live, confirm=True)

@@ -129,6 +129,10 @@ def write_keys_after_backup(profile: Profile, *, token: str, count: int = 5) -> 
     return {"redis_keys": count}
 
 
+def _backup_fact(backup: Any) -> dict[str, str]:
+    return {"name": backup.name, "created_at": backup.created_at.isoformat()}
+
+
 def _pause() -> None:
     time.sleep(0.05)  # what is written next is unmistakably after the backup's snapshot
 
@@ -145,7 +149,7 @@ def stage_database_loss(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     return DrillSetup(
         fault=f"dropped database {target.name}",
         failure_time=failure_time,
-        backup={"name": backup.name, "created_at": backup.created_at.isoformat()},
+        backup=_backup_fact(backup),
         written_after_backup=written,
         marker=token,
     )
@@ -175,7 +179,7 @@ def stage_storage_loss(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     return DrillSetup(
         fault=fault,
         failure_time=failure_time,
-        backup={"name": backup.name, "created_at": backup.created_at.isoformat()},
+        backup=_backup_fact(backup),
         written_after_backup=written,
         marker=token,
     )
@@ -192,7 +196,7 @@ def stage_redis_loss(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     return DrillSetup(
         fault="flushed Redis and shut it down without saving",
         failure_time=failure_time,
-        backup={"name": backup.name, "created_at": backup.created_at.isoformat()},
+        backup=_backup_fact(backup),
         written_after_backup=written,
         marker=token,
     )
@@ -217,7 +221,7 @@ def stage_full_system_loss(profile: Profile, params: dict[str, Any]) -> DrillSet
     return DrillSetup(
         fault="destroyed the whole stack: database cluster, Redis data, storage, processes",
         failure_time=failure_time,
-        backup={"name": db.name, "created_at": db.created_at.isoformat()},
+        backup=_backup_fact(db),
         written_after_backup=written,
         marker=token,
     )

@@ -109,10 +109,7 @@ def flip_byte(path: Path, *, offset: int | None = None) -> None:
 def empty_bucket(live: S3Storage) -> int:
     """Delete every object of the live bucket (a versioned bucket keeps the old versions)."""
     keys = [f.key for f in live.files()]
-    for start in range(0, len(keys), 1000):
-        live.client.delete_objects(
-            Bucket=live.bucket, Delete={"Objects": [{"Key": live.prefix + k} for k in keys[start : start + 1000]]}
-        )
+    live.delete(keys)
     return len(keys)
 
 

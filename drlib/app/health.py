@@ -23,17 +23,10 @@ def http_request(
 ) -> HttpResponse:
     """One HTTP request; a connection failure comes back as status 0 with the reason."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    status, raw, reason = _send(
+        method, url, data=data, headers={"Content-Type": "application/json", **(headers or {})}, timeout=timeout
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    if status == 0:
         return HttpResponse(status=0, body=f"unreachable: {reason}")
     try:
         parsed: Any = json.loads(raw) if raw else None
@@ -44,13 +37,22 @@ def http_request(
 
 def http_raw(method: str, url: str, *, timeout: float = 10) -> tuple[int, bytes]:
     """Status and body bytes (status 0 when unreachable)."""
+    status, raw, _ = _send(method, url, timeout=timeout)
+    return status, raw
+
+
+def _send(
+    method: str, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float
+) -> tuple[int, bytes, str]:
+    """Status, body and, when the server could not be reached, why (status 0)."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout) as response:
-            return response.status, response.read()
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read(), ""
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError):
-        return 0, b""
+        return exc.code, exc.read(), ""
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, b"", str(getattr(exc, "reason", exc))
 
 
 def wait_healthy(

@@ -23,7 +23,14 @@ from drlib.config import Profile
 from drlib.exceptions import BackupCorrupt, BackupNotFound, DrlibError
 from drlib.hashing import sha256_file
 from drlib.processes import free_port, spawn, stop_pid, wait_for_port
-from drlib.redis.connection import Fingerprint, fingerprint, redis_client, redis_error, wait_until_loaded
+from drlib.redis.connection import (
+    Fingerprint,
+    fingerprint,
+    redis_client,
+    redis_error,
+    redis_server_program,
+    wait_until_loaded,
+)
 
 MANIFEST_SUFFIX = ".manifest.json"
 RDB_MAGIC = b"REDIS"
@@ -70,13 +77,6 @@ def read_manifest(path: Path) -> RedisManifest:
         return RedisManifest(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError) as exc:
         raise BackupCorrupt(f"Redis backup manifest {path} is missing or unreadable: pick another backup") from exc
-
-
-def redis_server_program() -> str:
-    found = shutil.which("redis-server")
-    if not found:
-        raise DrlibError("redis-server is not installed: it is needed to restore-test Redis backups")
-    return found
 
 
 def describe_rdb(path: Path, *, timeout: float = 60) -> Fingerprint:

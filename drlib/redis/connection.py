@@ -8,6 +8,7 @@ not depend on ``DEBUG DIGEST`` (disabled on most servers) or on the server's int
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -18,9 +19,20 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from drlib.config import Profile
-from drlib.exceptions import ConnectionFailed, CredentialsRejected, DrlibError
+from drlib.exceptions import ConfigError, ConnectionFailed, CredentialsRejected, DrlibError
 
 SCAN_BATCH = 1000
+
+
+def redis_server_program() -> str:
+    """``redis-server`` (the sandbox runs it; backups are restore-tested with it)."""
+    found = shutil.which("redis-server")
+    if not found:
+        raise ConfigError(
+            "redis-server not found on PATH: install Redis (apt-get install redis-server, or "
+            "conda env create -f environment.yml)"
+        )
+    return found
 
 
 def redis_client(profile: Profile, *, timeout: float = 5) -> redis.Redis:

@@ -13,13 +13,8 @@ from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
 from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook
-from drlib.storage.backends import S3Storage, live_storage, s3_client
-from drlib.storage.catalogue import (
-    StorageBackup,
-    list_storage_backups,
-    select_storage_backup,
-    storage_catalogue_table,
-)
+from drlib.storage.backends import S3Storage, live_storage
+from drlib.storage.catalogue import catalogue_for, restorable, select_storage_backup, storage_catalogue_table
 from drlib.storage.restore import (
     VerifiedStorageBackup,
     drop_old_tree,
@@ -103,22 +98,10 @@ class StorageLoss(Runbook):
         """The catalogue (local folder and backups bucket), the chosen backup, and its integrity."""
         return self.run_step("locate_backup", self._locate)
 
-    def _catalogue(self) -> list[StorageBackup]:
-        s3 = None
-        if self.kind == "s3":
-            s3 = (s3_client(self.profile), self.profile.storage.backups_bucket, self.profile.backups.s3_prefix)
-        return list_storage_backups(backup_dir=self.profile.backups.storage_dir, s3=s3)
-
     def _locate(self) -> Outcome:
-        backups = self._catalogue()
-        kind = (
-            "s3" if self.kind == "s3" else (None if self.values["backup_form"] == "any" else self.values["backup_form"])
-        )
-        pool = [
-            b
-            for b in backups
-            if (b.kind == kind if kind else b.kind in ("archive", "full")) and (self.kind == "s3" or not b.in_s3)
-        ]
+        backups = catalogue_for(self.profile, storage_kind=self.kind)
+        form = None if self.values["backup_form"] == "any" else self.values["backup_form"]
+        pool = restorable(backups, storage_kind=self.kind, form=form)
         chosen = select_storage_backup(pool, selection=self.values["storage_backup"], before=self.failure_time)
         self.verified = verify_storage_backup(chosen)
         self.evidence.note(

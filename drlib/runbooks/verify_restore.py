@@ -17,8 +17,8 @@ from drlib.postgres.connection import PgTarget
 from drlib.postgres.verify import verify_database
 from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook, parse_failure_time
 from drlib.selection import select_backup
-from drlib.storage.backends import LocalStorage, live_storage, s3_client
-from drlib.storage.catalogue import list_storage_backups, select_storage_backup
+from drlib.storage.backends import LocalStorage, live_storage
+from drlib.storage.catalogue import catalogue_for, restorable, select_storage_backup
 from drlib.storage.manifest import StorageManifest
 from drlib.storage.verify import (
     permission_check,
@@ -97,12 +97,12 @@ class VerifyRestore(Runbook):
 
     def _storage_backup_manifest(self) -> StorageManifest | None:
         """The manifest of the newest storage backup of the same kind as the live storage."""
-        if self.values["storage_kind"] == "s3":
-            s3 = (s3_client(self.profile), self.profile.storage.backups_bucket, self.profile.backups.s3_prefix)
-            backups = [b for b in list_storage_backups(backup_dir=None, s3=s3) if b.kind == "s3"]
-        else:
-            backups = [b for b in list_storage_backups(backup_dir=self.profile.backups.storage_dir) if not b.in_s3]
-        backups = [b for b in backups if b.manifest is not None]
+        kind = self.values["storage_kind"]
+        backups = [
+            b
+            for b in restorable(catalogue_for(self.profile, storage_kind=kind), storage_kind=kind)
+            if b.manifest is not None
+        ]
         return select_storage_backup(
             backups, selection=self.values["storage_backup"], before=self.failure_time
         ).manifest

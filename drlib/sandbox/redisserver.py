@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from drlib.exceptions import SandboxError
 from drlib.processes import is_alive, spawn, stop_pid, wait_for_port
-
-
-def redis_server_program() -> str:
-    found = shutil.which("redis-server")
-    if not found:
-        raise SandboxError(
-            "redis-server not found on PATH: install Redis (apt-get install redis-server, or "
-            "conda env create -f environment.yml)"
-        )
-    return found
+from drlib.redis.connection import redis_server_program
 
 
 @dataclass

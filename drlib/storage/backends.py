@@ -136,6 +136,15 @@ class S3Storage:
         except botocore.exceptions.ClientError:
             return False
 
+    def delete(self, keys: list[str]) -> None:
+        """Delete ``keys`` (relative to the prefix), 1,000 per request as S3 allows."""
+        try:
+            for start in range(0, len(keys), 1000):
+                batch = [{"Key": self.prefix + k} for k in keys[start : start + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self.error(exc) from exc
+
 
 def s3_client(profile: Profile, *, timeout: float = 10, attempts: int = 3) -> Any:
     """A boto3 S3 client for the profile's endpoint and credentials (secrets from the profile)."""

@@ -11,8 +11,9 @@ from typing import Any
 import botocore.exceptions
 import pandas as pd
 
+from drlib.config import Profile
 from drlib.selection import select_backup
-from drlib.storage.backends import S3Storage
+from drlib.storage.backends import S3Storage, s3_client
 from drlib.storage.manifest import MANIFEST_SUFFIX, StorageManifest, manifest_path_for, read_manifest
 
 _DATE = r"(?P<date>\d{4}-\d{2}-\d{2})(?:_(?P<time>\d{6}))?"
@@ -126,6 +127,24 @@ def select_storage_backup(
     """The newest backup before ``before`` (optionally of one kind), or one by name."""
     pool = [b for b in backups if kind is None or b.kind == kind]
     return select_backup(pool, selection=selection, before=before, what=f"{kind or 'storage'} backup")
+
+
+def catalogue_for(profile: Profile, *, storage_kind: str) -> list[StorageBackup]:
+    """The catalogue a restore of ``storage_kind`` looks at: the local backup folder, and for S3
+    also the backups bucket."""
+    s3 = None
+    if storage_kind == "s3":
+        s3 = (s3_client(profile), profile.storage.backups_bucket, profile.backups.s3_prefix)
+    return list_storage_backups(backup_dir=profile.backups.storage_dir, s3=s3)
+
+
+def restorable(backups: list[StorageBackup], *, storage_kind: str, form: str | None = None) -> list[StorageBackup]:
+    """Backups that can restore ``storage_kind``: bucket snapshots for S3; local archives or full
+    copies (``form`` picks one) for a local tree."""
+    if storage_kind == "s3":
+        return [b for b in backups if b.kind == "s3"]
+    forms = (form,) if form else ("archive", "full")
+    return [b for b in backups if b.kind in forms and not b.in_s3]
 
 
 def storage_catalogue_table(backups: list[StorageBackup]) -> pd.DataFrame:

@@ -236,9 +236,7 @@ def restore_bucket(
     deleted: list[str] = []
     if delete_extra:
         deleted = sorted({f.key for f in live.files()} - set(keys))
-        for start in range(0, len(deleted), 1000):
-            batch = [{"Key": live.prefix + k} for k in deleted[start : start + 1000]]
-            _s3_call(live, live.client.delete_objects, Bucket=live.bucket, Delete={"Objects": batch})
+        live.delete(deleted)
     return StorageRestoreResult(
         backup=backup.name,
         target=f"s3://{live.bucket}/{live.prefix}",
