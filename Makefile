@@ -44,9 +44,9 @@ sandbox-up: install
 sandbox-down: install
 	$(BIN)/drlib sandbox down
 
-## Regenerate the notebooks from tools/make_notebooks.py (committed without outputs).
+## Regenerate the notebooks from the scenario model (drlib/scenarios/) (committed without outputs).
 notebooks: install
-	$(BIN)/python tools/make_notebooks.py
+	$(BIN)/python -m drlib.notebooks
 
 clean:
 	rm -rf $(VENV) .drlib .pytest_cache .mypy_cache .ruff_cache

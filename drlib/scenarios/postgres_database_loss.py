@@ -3,16 +3,19 @@ Pre-Restore Checklist and the database part of the Verify Restore Procedure."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from drlib import faults
 from drlib.app.base import controller_for
 from drlib.app.functional import login_and_create_job
 from drlib.app.health import wait_healthy
-from drlib.checks import Checks, check
+from drlib.checks import CheckResult, Checks, check
+from drlib.config import Profile
 from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import BackupCorrupt, VerificationFailed
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
+from drlib.postgres.backup import backup_database
 from drlib.postgres.catalogue import catalogue_table, list_backups, select_backup
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.integrity import VerifiedBackup, verify_backup
@@ -30,7 +33,9 @@ from drlib.preflight import (
     disk_space,
     failure_scope,
 )
-from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook
+from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
+from drlib.staging import DrillSetup, backup_fact, new_token, pause, write_rows_after_backup
+from drlib.steps import Outcome, step
 
 
 class PostgresDatabaseLoss(Runbook):
@@ -61,11 +66,21 @@ class PostgresDatabaseLoss(Runbook):
         self.verified: VerifiedBackup | None = None
 
     # Pre-Restore Checklist -------------------------------------------------------------
+    @step(
+        "pre_restore_checklist",
+        title="Pre-restore checklist",
+        what="""Identify the failure scope (which components are down), check credentials and connectivity
+        to the database server, locate the newest backup taken before `failure_time`, verify its integrity
+        (size, checksum against its manifest, `pg_restore --list`; for Option A the whole dump is read
+        through) and check there is enough free disk space for the restore.""",
+        why="""A restore from a bad backup, or one that runs out of disk half-way, makes the outage longer.
+        Nothing is touched in this step.""",
+        if_fails="""The error says what to fix: a corrupt backup, pick an earlier one with
+        `backup = "<name>.dump"`; a wrong password, fix the secret; disk, free space. Notify stakeholders
+        and document the incident before going on.""",
+        roll_back="Nothing to roll back: this step only reads.",
+    )
     def pre_restore_checklist(self) -> Outcome:
-        """Failure scope, credentials and connectivity, backup located and verified, disk space."""
-        return self.run_step("pre_restore_checklist", self._checklist)
-
-    def _checklist(self) -> Outcome:
         results = [failure_scope(self.profile, self.target), credentials_and_connectivity(self.target)]
         backups = list_backups(self.profile.backups.postgres_dir, prefix=self.profile.backups.prefix)
         chosen = select_backup(backups, selection=self.values["backup"], before=self.failure_time)
@@ -79,7 +94,9 @@ class PostgresDatabaseLoss(Runbook):
             )
         )
         try:
-            self.verified = verify_backup(chosen, require_manifest=self.values["require_manifest"])
+            self.verified = verify_backup(
+                chosen, require_manifest=self.values["require_manifest"], deep=self.values["option"] == "A"
+            )
         except BackupCorrupt as exc:
             self.evidence.add_checks(
                 [check("backup_verified", False, expected="intact", observed="corrupt", detail=exc.message)]
@@ -96,14 +113,20 @@ class PostgresDatabaseLoss(Runbook):
         return Outcome("Pre-restore checklist", facts={"backup": chosen.name}, checks=Checks(results))
 
     # Step 1 ------------------------------------------------------------------------------
+    @step(
+        "stop_application",
+        title="Step 1: Stop the application",
+        what="""Stop the API (`docker compose stop api`, the systemd unit, a shell command or the sandbox
+        process, as the profile says).""",
+        why="Nothing may write to the database while it is restored.",
+        if_fails="Stop it by hand, then re-run this cell.",
+        roll_back="Step 5 starts it again; or start it by hand with the profile's start command.",
+        dry_run="skip",
+        would="stop {rb.app.description}",
+    )
     def stop_application(self) -> Outcome:
-        """Stop the API so nothing writes to the database during the restore."""
-        return self.run_step("stop_application", self._stop)
-
-    def _stop(self) -> Outcome:
-        if not self.confirm:
-            return Outcome("Stop application", facts={"dry_run": True, "would stop": self.app.description})
         self.app.stop()
+        self.set_state("application", f"stopped ({self.app.description}); Step 5 starts it again")
         stopped = not self.app.is_running()
         return Outcome(
             "Stop application",
@@ -121,11 +144,16 @@ class PostgresDatabaseLoss(Runbook):
         )
 
     # Step 2 ------------------------------------------------------------------------------
+    @step(
+        "identify_backup",
+        title="Step 2: Identify the backup",
+        what="""The backup catalogue, and the backup chosen: the most recent before the failure, its
+        timestamp, and that it is not 0 bytes.""",
+        why="The backup's time is the recovery point: every write after it is lost.",
+        if_fails="If the wrong backup is chosen, set `backup` in the parameters cell and re-run from the top.",
+        roll_back="Nothing to roll back: this step only reads.",
+    )
     def identify_backup(self) -> Outcome:
-        """The catalogue, and the backup chosen: newest before the failure, not 0 bytes."""
-        return self.run_step("identify_backup", self._identify)
-
-    def _identify(self) -> Outcome:
         verified = self._require_verified()
         backups = list_backups(self.profile.backups.postgres_dir, prefix=self.profile.backups.prefix)
         chosen = verified.backup
@@ -146,25 +174,40 @@ class PostgresDatabaseLoss(Runbook):
         )
 
     # Step 3 ------------------------------------------------------------------------------
-    def restore_database(self) -> Outcome:
-        """Option A: restore into the existing database. Option B: new database, verify, swap."""
-        return self.run_step("restore_database", self._restore)
-
-    def _restore(self) -> Outcome:
+    @step(
+        "restore_database",
+        title="Step 3: Restore the database",
+        what="""**Option B** (default, safe): restore into a new database `<name>_restored_<time>` with
+        parallel `pg_restore -j`, verify the copy, then swap names; the replaced database is kept as
+        `<name>_old_<time>` and dropped only with `drop_old_database = True`. **Option A**: `pg_restore
+        --clean --if-exists --single-transaction` straight into the live database, after the whole dump was
+        read through; a failure rolls the whole restore back.""",
+        why="""The database is what the application cannot run without; the runbook's two options trade speed
+        for keeping the live database until the copy is proven.""",
+        if_fails="""With Option B the live database is untouched and the partial copy is dropped; with
+        Option A the single transaction leaves the database as it was. The message says the state of the
+        database and the application.""",
+        roll_back="""Option B: rename `<name>_old_<time>` back (`ALTER DATABASE <name> RENAME TO
+        <name>_restored; ALTER DATABASE <name>_old_<time> RENAME TO <name>`). Option A: restore the backup
+        taken before it.""",
+        dry_run="plan",
+    )
+    def restore_database(self) -> Outcome | RestorePlan:
         verified = self._require_verified()
         jobs = self.values["jobs"]
         if self.values["option"] == "A":
             result = restore_in_place(verified, target=self.target, jobs=jobs, confirm=self.confirm)
             if isinstance(result, RestorePlan):
-                return Outcome("Restore (Option A)", facts={"dry_run": True, "plan": str(result)})
+                return result
+            self.set_state("database", f"{result.database} restored in place from {verified.backup.name}")
             self.evidence.note("restore", {"option": "A", "seconds": result.seconds, "database": result.database})
             return Outcome(
                 "Restore (Option A)",
-                facts={"database": result.database, "seconds": round(result.seconds, 2), "jobs": jobs},
+                facts={"database": result.database, "seconds": round(result.seconds, 2), "jobs": result.jobs},
             )
         restored = restore_to_new_database(verified, target=self.target, jobs=jobs, confirm=self.confirm)
         if isinstance(restored, RestorePlan):
-            return Outcome("Restore (Option B)", facts={"dry_run": True, "plan": str(restored)})
+            return restored
         copy_checks = verify_database(target=self.target.with_database(restored.database), manifest=verified.manifest)
         copy_checks = Checks(
             check(
@@ -191,6 +234,11 @@ class PostgresDatabaseLoss(Runbook):
         }
         if swap.old_database and self.values["drop_old_database"]:
             facts["dropped"] = drop_old_database(target=self.target, name=swap.old_database, confirm=True)
+        self.set_state(
+            "database",
+            f"{swap.database} restored from {verified.backup.name}"
+            + (f"; the replaced one kept as {swap.old_database}" if swap.old_database else ""),
+        )
         self.evidence.note(
             "restore",
             {"option": "B", "seconds": restored.seconds, "database": swap.database, "old_database": swap.old_database},
@@ -198,27 +246,39 @@ class PostgresDatabaseLoss(Runbook):
         return Outcome("Restore (Option B)", facts=facts, checks=copy_checks)
 
     # Step 4 ------------------------------------------------------------------------------
+    @step(
+        "verify_restore",
+        title="Step 4: Verify the restore",
+        what="""The runbook's database verification: connection (`SELECT version()`), the expected tables,
+        row counts equal to the backup's manifest, foreign keys present, no orphaned rows, the newest
+        `created_at` equal to the backup's, and the achieved RPO against its target.""",
+        why="""A restore that completed is not a restore that is right: the application must not start on a
+        database that lost tables, keys or rows.""",
+        if_fails="Do not restart the application; investigate, or restore another backup.",
+        roll_back="Nothing to roll back: this step only reads.",
+        dry_run="skip",
+        would="verify {rb.target.settings.address} against the backup's manifest",
+    )
     def verify_restore(self) -> Outcome:
-        """Tables, row counts, foreign keys, orphans, newest rows, and the achieved RPO."""
-        return self.run_step("verify_restore", self._verify)
-
-    def _verify(self) -> Outcome:
         verified = self._require_verified()
-        if not self.confirm:
-            return Outcome("Verify restore", facts={"dry_run": True, "would verify": self.target.settings.address})
         checks = list(verify_database(target=self.target, manifest=verified.manifest))
         checks.append(self.rpo("postgres", verified.backup.created_at))
         return Outcome("Verify restore", checks=Checks(checks))
 
     # Step 5 ------------------------------------------------------------------------------
+    @step(
+        "restart_application",
+        title="Step 5: Restart the application",
+        what="Start the API again and wait until `GET /health` answers 200 (with retries).",
+        why="The moment it does is when the outage ends (the measured RTO).",
+        if_fails="Read the application's logs; the database is already restored.",
+        roll_back="Stop the application again (Step 1) if it misbehaves.",
+        dry_run="skip",
+        would="start {rb.app.description} and wait for /health",
+    )
     def restart_application(self) -> Outcome:
-        """Start the API again and wait until /health answers 200."""
-        return self.run_step("restart_application", self._restart)
-
-    def _restart(self) -> Outcome:
-        if not self.confirm:
-            return Outcome("Restart application", facts={"dry_run": True, "would start": self.app.description})
         self.app.start()
+        self.set_state("application", f"started ({self.app.description})")
         health = wait_healthy(
             self.profile.app.base_url, path=self.profile.app.health_path, timeout=self.values["health_timeout"]
         )
@@ -227,14 +287,19 @@ class PostgresDatabaseLoss(Runbook):
         return Outcome("Restart application", facts={"started": self.app.description}, checks=Checks([health]))
 
     # Step 6 ------------------------------------------------------------------------------
+    @step(
+        "post_restore_verification",
+        title="Step 6: Post-restore verification",
+        what="""The health check passes, the test account can log in (`POST /v1/auth/login`) and a new
+        content job can be created (`POST /v1/content-jobs`).""",
+        why="Users notice what the application does, not what the database holds.",
+        if_fails="Keep the incident open; the summary below lists what failed.",
+        roll_back="Nothing to roll back: the test job is ordinary data.",
+        dry_run="skip",
+        would="log in with the test account and create a content job",
+    )
     def post_restore_verification(self) -> Outcome:
-        """Health passes, the test account can log in, a new content job can be created."""
-        return self.run_step("post_restore_verification", self._post_restore)
-
-    def _post_restore(self) -> Outcome:
         app = self.profile.app
-        if not self.confirm:
-            return Outcome("Post-restore verification", facts={"dry_run": True})
         health = wait_healthy(app.base_url, path=app.health_path, timeout=10, name="post_restore_health")
         return Outcome("Post-restore verification", checks=Checks([health, *login_and_create_job(self.profile)]))
 
@@ -243,3 +308,53 @@ class PostgresDatabaseLoss(Runbook):
             self.pre_restore_checklist()
         assert self.verified is not None
         return self.verified
+
+
+# -- drills ---------------------------------------------------------------------------------
+def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
+    """A named backup must exist and verify (read through for Option A) before the drill drops anything."""
+    return named_backup_checks(
+        profile,
+        selection=params["backup"],
+        require_manifest=params["require_manifest"],
+        deep=params["option"] == "A",
+    )
+
+
+def named_backup_checks(profile: Profile, *, selection: str, require_manifest: bool, deep: bool) -> list[CheckResult]:
+    """The database backup a drill was told to use exists and verifies ('latest' is taken by the drill)."""
+    if selection == "latest":
+        return []
+    backups = list_backups(profile.backups.postgres_dir, prefix=profile.backups.prefix)
+    verified = verify_backup(select_backup(backups, selection=selection), require_manifest=require_manifest, deep=deep)
+    return list(verified.checks)
+
+
+def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
+    """Backup, 25 jobs and 2 users written after it, then the live database is dropped."""
+    target = PgTarget.from_profile(profile)
+    backup = backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
+    pause()
+    token = new_token()
+    written = write_rows_after_backup(target, token=token)
+    failure_time = utcnow()
+    faults.drop_live_database(target)
+    return DrillSetup(
+        fault=f"dropped database {target.name}",
+        failure_time=failure_time,
+        backup=backup_fact(backup),
+        written_after_backup=written,
+        marker=token,
+    )
+
+
+SCENARIO = Scenario(
+    id="postgres_database_loss",
+    runbook=PostgresDatabaseLoss,
+    summary="Restore Runbook → Scenario 1 of `disaster-recovery-plan.md`, with the Pre-Restore Checklist "
+    "and the database part of the Verify Restore Procedure.",
+    stage=stage,
+    preflight=preflight,
+    rto_kind="database_loss",
+    rpo_component="postgres",
+)

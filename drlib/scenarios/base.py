@@ -1,0 +1,199 @@
+"""What every scenario shares: the :class:`Scenario` model (parameters, drill staging, objectives,
+steps and their notebook text, defined once per scenario module) and the :class:`Runbook` base whose
+steps the notebook calls one per cell."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+from drlib.checks import CheckResult, Checks
+from drlib.config import Profile, load_profile, project_root
+from drlib.evidence import Evidence, utcnow
+from drlib.exceptions import ConfigError, DrlibError, ParameterError
+from drlib.objectives import rpo_check
+from drlib.parameters import Param, validate
+from drlib.plans import RestorePlan
+from drlib.steps import Outcome, StepSpec, dry_run_outcome, step_specs
+
+if TYPE_CHECKING:
+    from drlib.staging import DrillSetup
+
+SOURCE_NOTEBOOKS = Path(__file__).resolve().parent.parent.parent / "notebooks"
+
+COMMON_PARAMS: tuple[Param, ...] = (
+    Param("profile", str, "sandbox", "environment profile to recover (see drlib.toml)"),
+    Param("failure_time", str, "", "when the failure happened, ISO 8601 UTC; empty means now"),
+    Param("confirm", bool, False, "False: dry run, show what would happen; True: do it"),
+    Param("evidence_path", str, "", "where to write the evidence JSON (set by drills)"),
+)
+
+#: Parameters a drill sets itself: given with ``-p`` they are refused, not silently replaced.
+DRILL_CONTROLLED = ("profile", "failure_time", "evidence_path")
+
+
+def parse_failure_time(value: str) -> datetime:
+    """An ISO 8601 time (UTC when no zone is given); empty means now."""
+    if not value:
+        return utcnow()
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ParameterError(
+            f"failure_time {value!r} is not an ISO 8601 time (e.g. 2026-01-13T02:30:00Z)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Runbook:
+    """Base of the scenario runbooks: validated parameters, a profile, evidence, and steps."""
+
+    scenario: ClassVar[str]
+    title: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
+
+    def __init__(self, *, evidence: Evidence | None = None, **values: Any) -> None:
+        """``evidence``: share another runbook's evidence (a scenario built from other scenarios)."""
+        self.values = validate(self.params, values, scenario=self.scenario)
+        self.failure_time = parse_failure_time(self.values["failure_time"])
+        self.profile: Profile = load_profile(self.values["profile"])
+        self.confirm: bool = self.values["confirm"]
+        path = self.values["evidence_path"]
+        self.evidence = evidence or Evidence(
+            scenario=self.scenario,
+            environment=self.profile.name,
+            path=Path(path) if path else None,
+            parameters=dict(self.values),
+        )
+        self.evidence.note("failure_time", self.failure_time.isoformat())
+        self.evidence.note("dry_run", not self.confirm)
+
+    def common_values(self) -> dict[str, Any]:
+        """The shared parameters, to build a sub-runbook that records into the same evidence."""
+        return {p.name: self.values[p.name] for p in COMMON_PARAMS}
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]) -> Runbook:
+        """Build the runbook from a notebook's variables: the declared parameters are picked
+        out of ``namespace`` (the parameters cell plus papermill's injected values)."""
+        return cls(**{p.name: namespace[p.name] for p in cls.params if p.name in namespace})
+
+    @classmethod
+    def steps(cls) -> list[StepSpec]:
+        return step_specs(cls)
+
+    # -- the step mechanism ---------------------------------------------------------------
+    def run_step(self, spec: StepSpec, body: Callable[[], Outcome | RestorePlan]) -> Outcome:
+        """Run one step: dry run, timing, checks and errors are handled here, once for all steps."""
+        with self.evidence.step(spec.name) as record:
+            try:
+                if not self.confirm and spec.dry_run == "skip":
+                    outcome = dry_run_outcome(spec, None, would=spec.would.format(rb=self))
+                else:
+                    result = body()
+                    dry = isinstance(result, RestorePlan) or (not self.confirm and spec.dry_run == "plan")
+                    outcome = dry_run_outcome(spec, result, would=spec.would) if dry else result
+                    assert isinstance(outcome, Outcome)
+            except DrlibError as exc:
+                state = self.state_text()
+                if state and "State now:" not in exc.message:
+                    exc.args = (f"{exc.message} State now: {state}",)
+                raise
+            self.evidence.add_checks(outcome.checks, step=record)
+            if outcome.dry_run:
+                record.status = "skipped"
+                record.detail = "dry run: nothing changed"
+        return outcome
+
+    # -- the state the stack is in ---------------------------------------------------------
+    def set_state(self, component: str, state: str) -> None:
+        """Record what a step did to a component (and how to undo it) for errors and the report."""
+        states = dict(self.evidence.facts.get("stack_state", {}))
+        states[component] = state
+        self.evidence.note("stack_state", states)
+
+    def state_text(self) -> str:
+        states: dict[str, str] = self.evidence.facts.get("stack_state", {})
+        return "; ".join(f"{k}: {v}" for k, v in states.items())
+
+    def rpo(self, component: str, backup_time: datetime) -> CheckResult:
+        """The achieved RPO of ``component`` against the profile's target."""
+        return rpo_check(
+            component=component,
+            backup_time=backup_time,
+            failure_time=self.failure_time,
+            target_seconds=self.profile.targets.rpo(component),
+        )
+
+    def summary(self) -> Outcome:
+        """Every check of the run in one table; the last cell of each notebook."""
+        steps = pd.DataFrame([{"step": s.name, "status": s.status, "seconds": s.seconds} for s in self.evidence.steps])
+        checks = Checks(self.evidence.checks)
+        failed = [c.name for c in checks.failures]
+        skipped = sum(1 for s in self.evidence.steps if s.status == "skipped")
+        if not self.confirm:
+            title = f"{self.title}: DRY RUN — nothing changed ({skipped} step(s) only planned or skipped)"
+        elif failed:
+            title = f"{self.title}: {len(failed)} check(s) FAILED"
+        else:
+            title = f"{self.title}: all checks passed"
+        facts: dict[str, Any] = {"environment": self.profile.name, "dry_run": not self.confirm}
+        if failed:
+            facts["failed"] = ", ".join(failed)
+        if self.state_text():
+            facts["stack state"] = self.state_text()
+        return Outcome(title=title, facts=facts, checks=checks, table=steps)
+
+
+#: Checks run before a drill writes anything; raise to refuse.
+Preflight = Callable[[Profile, dict[str, Any]], list[CheckResult]]
+#: Takes the backups, writes data after them, injects the fault.
+Stage = Callable[[Profile, dict[str, Any]], "DrillSetup"]
+
+
+def no_preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
+    return []
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A runbook scenario, defined once: its runbook (parameters, steps and their notebook text),
+    the notebook's introduction, drill staging and preflight, and the objectives it is measured by
+    (``rto_kind``/``rpo_component`` name the profile's targets; None: no outage is measured)."""
+
+    id: str
+    runbook: type[Runbook]
+    summary: str
+    stage: Stage
+    rto_kind: str | None
+    rpo_component: str | None
+    preflight: Preflight = no_preflight
+    verify_after: bool = True
+    sandbox_only: bool = False
+
+    @property
+    def title(self) -> str:
+        return self.runbook.title
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return self.runbook.params
+
+    @property
+    def steps(self) -> list[StepSpec]:
+        return self.runbook.steps()
+
+    def notebook_path(self) -> Path:
+        """``notebooks/<id>.ipynb`` in the project, else in the source tree drlib runs from."""
+        for folder in (project_root() / "notebooks", SOURCE_NOTEBOOKS):
+            if (folder / f"{self.id}.ipynb").is_file():
+                return folder / f"{self.id}.ipynb"
+        raise ConfigError(
+            f"notebook {self.id}.ipynb not found in {project_root() / 'notebooks'} "
+            f"or {SOURCE_NOTEBOOKS}: run drlib from the project folder"
+        )
