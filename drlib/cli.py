@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -128,6 +129,7 @@ def drill_list() -> None:
 @click.option("--timeout", type=float, default=3600, show_default=True, help="whole-run timeout per scenario, seconds")
 @click.option("--yes", "confirm", is_flag=True, help="confirm failure injection on a non-sandbox drill target")
 @click.option("--reports", "reports_root", type=click.Path(path_type=Path), help="reports folder (default ./reports)")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON on stdout (progress goes to stderr)")
 @handles_errors
 def drill_run(
     scenarios: tuple[str, ...],
@@ -137,10 +139,10 @@ def drill_run(
     timeout: float,
     confirm: bool,
     reports_root: Path | None,
+    as_json: bool,
 ) -> None:
     """Run SCENARIOS (or --plan) as drills; exit 0 only when every check passed."""
-    from drlib.drill import run_scenario
-    from drlib.parameters import validate
+    from drlib.drill import refuse_bad_parameters, results_summary, run_scenario
     from drlib.scenarios import get_scenario, plan_scenarios
 
     planned: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in scenarios]
@@ -149,31 +151,58 @@ def drill_run(
         raise click.UsageError("name at least one scenario, or --plan (see `drlib drill list`)")
     runs = [(scenario_id, {**plan_params, **dict(parameters)}) for scenario_id, plan_params in planned]
     for scenario_id, overrides in runs:  # every scenario and parameter is checked before anything runs
-        validate(get_scenario(scenario_id).params, overrides, scenario=scenario_id)
-    failed = False
+        refuse_bad_parameters(get_scenario(scenario_id), overrides)
+
+    def say(line: str, **style: Any) -> None:
+        click.secho(line, err=as_json, **style)
+
+    exit_code = 0
+    documents = []
     for scenario_id, overrides in runs:
-        click.echo(f"== drill {scenario_id} ({environment or os.environ.get('DRLIB_PROFILE', 'sandbox')})")
-        result = run_scenario(
+        say(f"== drill {scenario_id} ({environment or os.environ.get('DRLIB_PROFILE', 'sandbox')})", bold=True)
+        report = run_scenario(
             scenario_id,
             environment=environment,
             overrides=overrides,
             confirm_target=confirm,
             timeout=timeout,
             reports_root=reports_root,
+            say=say,
         )
-        colour = "green" if result.passed else "red"
-        click.secho(f"{result.status.upper()}: {scenario_id}", fg=colour, bold=True)
-        if result.error:
-            click.secho(f"  step {result.error.get('step')} raised: {result.error.get('message')}", fg="red")
-        for item in result.failing_checks:
-            click.secho(
-                f"  FAIL {item['name']}: expected {item['expected']}, observed {item['observed']}"
-                + (f" ({item['detail']})" if item.get("detail") else ""),
+        results = report.results
+        documents.append(json.loads(results.to_json()))
+        colour = {"passed": "green", "dry_run": "cyan", "refused": "yellow"}.get(results.status, "red")
+        label = "DRY RUN (nothing changed)" if results.status == "dry_run" else results.status.upper()
+        say(f"{label}: {scenario_id}", fg=colour, bold=True)
+        if results.error:
+            verb = "refused" if results.status == "refused" else "raised"
+            say(f"  {results.error.step or 'drill'} {verb}: {results.error.message}", fg="red")
+            if results.error.code and results.status == "refused":
+                say(f"error [{results.error.code}]: {results.error.message}", fg="red")
+        for item in results.failing_checks:
+            say(
+                f"  FAIL {item.name}: expected {item.expected}, observed {item.observed}"
+                + (f" ({item.detail})" if item.detail else ""),
                 fg="red",
             )
-        click.echo(f"  report: {result.folder / 'report.html'}")
-        failed = failed or not result.passed
-    sys.exit(EXIT_DRILL_FAILED if failed else 0)
+        if results.status not in ("refused",):
+            for line in results_summary(results):
+                say(f"  {line}")
+        for component, state in results.stack_state.items():
+            say(f"  state: {component}: {state}")
+        for line in results.next_steps:
+            say(f"  next: {line}", fg="yellow")
+        say(f"  report: {report.folder / 'report.html'}")
+        if results.status == "refused":
+            exit_code = max(exit_code, EXIT_DRLIB_ERROR)
+        elif results.status in ("failed", "error"):
+            exit_code = max(exit_code, EXIT_DRILL_FAILED)
+        if results.execution.interrupted and results.execution.interrupted.startswith("SIG"):
+            exit_code = 128 + int(getattr(signal, results.execution.interrupted))
+            break
+    if as_json:
+        click.echo(json.dumps(documents, indent=2))
+    sys.exit(exit_code)
 
 
 # -- backups ------------------------------------------------------------------------------
@@ -309,8 +338,9 @@ def storage_verify(name: str, environment: str | None) -> None:
 
     profile = load_profile(environment)
     chosen = select_storage_backup(list_storage_backups(backup_dir=profile.backups.storage_dir), selection=name)
+    checks = verify_storage_backup(chosen).checks
     click.echo(f"{chosen.name}: OK")
-    click.echo(repr(verify_storage_backup(chosen).checks))
+    click.echo(repr(checks))
 
 
 # -- redis --------------------------------------------------------------------------------
@@ -358,8 +388,9 @@ def redis_verify(name: str, environment: str | None) -> None:
 
     profile = load_profile(environment)
     chosen = select_backup(list_redis_backups(profile.backups.redis_dir), selection=name, what="Redis backup")
+    checks = verify_redis_backup(chosen).checks
     click.echo(f"{chosen.name}: OK")
-    click.echo(repr(verify_redis_backup(chosen).checks))
+    click.echo(repr(checks))
 
 
 # -- profiles and reports -------------------------------------------------------------------

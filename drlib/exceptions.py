@@ -111,3 +111,17 @@ class DrillTimeout(DrlibError):
     """A drill ran past its whole-run timeout and was stopped."""
 
     code = "drill-timeout"
+
+
+class DrillLocked(DrlibError):
+    """Another drill holds the stack."""
+
+    code = "locked"
+
+
+class DrillInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error of drlib
+    """A drill received SIGINT, SIGTERM or SIGHUP; raised in the main thread to unwind it cleanly."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,8 @@ class Param:
     doc: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    #: raises :class:`ParameterError` when the value is not acceptable (e.g. not an ISO 8601 time)
+    check: Callable[[Any], Any] | None = None
 
 
 _TRUE = {"true", "yes", "1", "on"}
@@ -74,5 +76,7 @@ def validate(params: tuple[Param, ...], values: Mapping[str, Any], *, scenario: 
             )
         if param.minimum is not None and value < param.minimum:
             raise ParameterError(f"parameter {param.name!r} must be at least {param.minimum}, not {value!r}")
+        if param.check is not None and param.name in values:
+            param.check(value)
         resolved[param.name] = value
     return resolved

@@ -116,7 +116,7 @@ def run_as(
             text=True,
             timeout=timeout,
             check=False,
-            env=dict(env) if env is not None else None,
+            env=without_marker(env),
             user=user.pw_uid if user else None,
             group=user.pw_gid if user else None,
             extra_groups=[] if user else None,
@@ -148,7 +148,7 @@ def spawn(
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=dict(env) if env is not None else None,
+                env=without_marker(env),
                 cwd=cwd,
                 user=user.pw_uid if user else None,
                 group=user.pw_gid if user else None,
@@ -192,3 +192,39 @@ def kill_tree(pid: int, *, timeout: float = 10, sig: int = signal.SIGTERM) -> No
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     psutil.wait_procs(alive, timeout=5)
+
+
+#: Environment variable every process of a drill carries (its run id); servers started during a
+#: drill are spawned without it, so only the drill's own processes are ever stopped by it.
+RUN_MARKER = "DRLIB_DRILL_RUN"
+
+
+def marked_processes(run_id: str) -> list[psutil.Process]:
+    """This machine's processes carrying ``run_id`` in their environment (not this one)."""
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.environ().get(RUN_MARKER) == run_id:
+                found.append(process)
+    return found
+
+
+def kill_marked(run_id: str, *, timeout: float = 10) -> int:
+    """Stop every process of the drill ``run_id`` (SIGTERM, then SIGKILL); how many there were."""
+    family = marked_processes(run_id)
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return len(family)
+
+
+def without_marker(env: Mapping[str, str] | None) -> dict[str, str]:
+    """``env`` (default: this process's) without the drill marker: for long-running servers."""
+    return {k: v for k, v in (os.environ if env is None else env).items() if k != RUN_MARKER}

@@ -13,6 +13,7 @@ import nbformat
 from nbconvert import HTMLExporter
 
 from drlib.checks import CheckResult, checks_table_html
+from drlib.results import DrillResults, ResultsUnreadable
 from drlib.secrets import redact, scan_for_secrets
 from drlib.units import format_duration
 
@@ -26,6 +27,7 @@ table.checks{width:100%;table-layout:fixed} table.checks th:nth-child(1){width:2
 table.checks th:nth-child(2){width:7%} table.checks th:nth-child(3),table.checks th:nth-child(4){width:22%}
 .banner{padding:.8rem 1rem;border-radius:6px;color:#fff;font-size:1.3rem;font-weight:bold}
 .passed{background:#1a7f37}.failed{background:#cf222e}.error{background:#8250df}
+.dry_run{background:#57606a}.refused{background:#9a6700}
 .kpi{display:flex;gap:1rem;margin:1rem 0}.kpi div{border:1px solid #d0d7de;border-radius:6px;padding:.6rem 1rem}
 .kpi b{display:block;font-size:1.4rem}.notebook{border-top:3px solid #d0d7de;margin-top:2rem;padding-top:1rem}
 pre{white-space:pre-wrap;background:#f6f8fa;padding:.6rem}
@@ -53,46 +55,62 @@ def _when(iso: str) -> str:
     return html.escape(iso.replace("T", " ")[:19])
 
 
-def summary_html(results: dict[str, Any]) -> str:
-    status = results["status"]
+BANNERS = {
+    "passed": "PASSED",
+    "failed": "FAILED",
+    "error": "ERROR",
+    "dry_run": "DRY RUN — nothing was changed; steps that change the stack were only planned",
+    "refused": "REFUSED — stopped before the first write; nothing was changed",
+}
+
+
+def summary_html(results: DrillResults) -> str:
+    status = results.status
     checks = [
-        CheckResult(
-            name=c["name"],
-            status=c["status"],
-            expected=c.get("expected"),
-            observed=c.get("observed"),
-            detail=c.get("detail", ""),
-        )
-        for c in results["checks"]
+        CheckResult(name=c.name, status=c.status, expected=c.expected, observed=c.observed, detail=c.detail)
+        for c in results.checks
     ]
     failing = [c for c in checks if c.status == "fail"]
     parts = [
-        f"<h1>DR drill: {html.escape(results.get('title', results['scenario']))}</h1>",
-        f"<p>Scenario <code>{html.escape(results['scenario'])}</code> on environment "
-        f"<b>{html.escape(results['environment'])}</b>, {_when(results['started_at'])} → "
-        f"{_when(results['finished_at'])} UTC. Run by {html.escape(results['run_by']['user'])} on "
-        f"{html.escape(results['run_by']['host'])}, drlib {html.escape(results['drlib_version'])}.</p>",
-        f"<div class='banner {status}'>{status.upper()}"
+        f"<h1>DR drill: {html.escape(results.title or results.scenario)}</h1>",
+        f"<p>Scenario <code>{html.escape(results.scenario)}</code> on environment "
+        f"<b>{html.escape(results.environment)}</b>, {_when(results.started_at)} → "
+        f"{_when(results.finished_at)} UTC. Run by {html.escape(results.run_by.user)} on "
+        f"{html.escape(results.run_by.host)}, drlib {html.escape(results.drlib_version)}.</p>",
+        f"<div class='banner {status}'>{html.escape(BANNERS[status])}"
         + (f" — {len(failing)} failing check(s)" if failing else "")
+        + (f", {len(results.warnings)} warning(s)" if results.warnings else "")
         + "</div>",
         "<div class='kpi'>",
-        _objective("Measured RTO (failure → healthy)", results["rto_seconds"], results["rto_target_seconds"]),
-        _objective("Achieved RPO (backup → failure)", results["rpo_seconds"], results["rpo_target_seconds"]),
+        _objective("Measured RTO (failure → healthy)", results.rto_seconds, results.rto_target_seconds),
+        _objective("Achieved RPO (backup → failure)", results.rpo_seconds, results.rpo_target_seconds),
         "</div>",
     ]
-    if results.get("error"):
-        err = results["error"]
+    if results.error:
+        err = results.error
         parts.append(
-            f"<h2>Error</h2><p>Step <b>{html.escape(str(err.get('step')))}</b> raised:</p>"
-            f"<pre>{html.escape(str(err.get('message')))}</pre>"
+            f"<h2>{'Refused' if status == 'refused' else 'Error'}</h2><p>In <b>{html.escape(str(err.step))}</b>:</p>"
+            f"<pre>{html.escape(err.message)}</pre>"
         )
+    if results.stack_state or results.next_steps:
+        rows = [{"component": k, "state": v} for k, v in results.stack_state.items()]
+        parts.append("<h2>State of the stack</h2>" + (_table(rows, ["component", "state"]) if rows else ""))
+        if results.next_steps:
+            items = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in results.next_steps)
+            parts.append(f"<p>What to do next:</p><ul>{items}</ul>")
+    if results.lock and results.lock.get("took_over_stale"):
+        stale = results.lock["took_over_stale"]
+        parts.append(
+            f"<p>The drill lock was taken over from a run that no longer held it (pid {html.escape(str(stale.get('pid')))}"
+            f" on {html.escape(str(stale.get('host')))}, started {html.escape(str(stale.get('started_at')))}).</p>"
+        )
+    backup_name = (results.backup or {}).get("name", "none")
     parts.append(
-        f"<p>Fault injected: {html.escape(str(results.get('fault')))} at "
-        f"{_when(str(results.get('failure_time')))} UTC. Backup used: "
-        f"{html.escape(str((results.get('backup') or {}).get('name', 'none')))}.</p>"
+        f"<p>Fault injected: {html.escape(str(results.fault))} at "
+        f"{_when(str(results.failure_time))} UTC. Backup used: {html.escape(str(backup_name))}.</p>"
     )
-    if results.get("data_loss"):
-        rows = [{"data": t, **v} for t, v in results["data_loss"].items()]
+    if results.data_loss:
+        rows = [{"data": t, **v.model_dump()} for t, v in results.data_loss.items()]
         parts.append(
             "<h2>Data lost by this drill</h2><p>Data written after the backup (rows, files, keys), and how "
             "much of it the restore could not bring back: the cost of the RPO.</p>"
@@ -100,7 +118,8 @@ def summary_html(results: dict[str, Any]) -> str:
         )
     if failing:
         parts.append("<h2>Failing checks</h2>" + checks_table_html(failing))
-    parts.append("<h2>Steps</h2>" + _table(results["steps"], ["name", "status", "started_at", "seconds", "detail"]))
+    steps = [s.model_dump() for s in results.steps]
+    parts.append("<h2>Steps</h2>" + _table(steps, ["name", "status", "started_at", "seconds", "detail"]))
     parts.append("<h2>Checks</h2>" + checks_table_html(checks))
     return "".join(parts)
 
@@ -113,11 +132,11 @@ def notebook_html(path: Path) -> str:
     return str(body)
 
 
-def render_report(results: dict[str, Any], folder: Path) -> str:
-    title = f"DR drill {results['scenario']} {results['started_at']}"
+def render_report(results: DrillResults, folder: Path) -> str:
+    title = f"DR drill {results.scenario} {results.started_at}"
     notebooks = "".join(
         f"<div class='notebook'><h2>Executed notebook: {html.escape(name)}</h2>{notebook_html(folder / name)}</div>"
-        for name in results.get("notebooks", ["notebook.ipynb"])
+        for name in results.notebooks
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -125,9 +144,9 @@ def render_report(results: dict[str, Any], folder: Path) -> str:
     )
 
 
-def write_report_folder(folder: Path, results: dict[str, Any]) -> None:
+def write_report_folder(folder: Path, results: DrillResults) -> None:
     """results.json, report.html, then a secret scan and the folder's checksum manifest."""
-    (folder / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    (folder / "results.json").write_text(redact(results.to_json()), encoding="utf-8")
     (folder / "report.html").write_text(render_report(results, folder), encoding="utf-8")
     for leaking in scan_for_secrets(folder):
         leaking.write_text(redact(leaking.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
@@ -157,33 +176,36 @@ def verify_checksums(folder: Path) -> list[str]:
     return changed
 
 
+def index_entry(root: Path, folder: Path) -> dict[str, Any]:
+    """One row of the index: a report folder, read through the results schema."""
+    entry: dict[str, Any] = {"folder": folder.relative_to(root).as_posix(), "scenario": folder.name.split("-", 1)[-1]}
+    try:
+        results = DrillResults.load(folder / "results.json")
+    except ResultsUnreadable:
+        return {**entry, "status": "incomplete", "intact": "no results.json", "started_at": folder.parent.name}
+    return {
+        **entry,
+        "scenario": results.scenario,
+        "environment": results.environment,
+        "started_at": results.started_at,
+        "status": results.status,
+        "rto_seconds": results.rto_seconds,
+        "rpo_seconds": results.rpo_seconds,
+        "intact": "yes" if not verify_checksums(folder) else "ALTERED",
+    }
+
+
 def write_index(root: Path) -> Path:
-    """``index.html`` and ``index.json`` over every report under ``root``, newest first."""
-    entries = []
-    for results_file in sorted(root.glob("*/*/results.json"), reverse=True):
-        try:
-            data = json.loads(results_file.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        folder = results_file.parent
-        entries.append(
-            {
-                "folder": folder.relative_to(root).as_posix(),
-                "scenario": data.get("scenario"),
-                "environment": data.get("environment"),
-                "started_at": data.get("started_at"),
-                "status": data.get("status"),
-                "rto_seconds": data.get("rto_seconds"),
-                "rpo_seconds": data.get("rpo_seconds"),
-                "intact": "yes" if not verify_checksums(folder) else "ALTERED",
-            }
-        )
+    """``index.html`` and ``index.json`` over every report folder under ``root``, newest first; a folder
+    without readable results is listed as ``incomplete``, never skipped."""
+    folders = sorted((p for p in root.glob("*/*") if p.is_dir() and p.parent.name[:1].isdigit()), reverse=True)
+    entries = [index_entry(root, folder) for folder in folders]
     (root / "index.json").write_text(json.dumps(entries, indent=2), encoding="utf-8")
     rows = "".join(
-        f"<tr><td><a href='{html.escape(e['folder'])}/report.html'>{html.escape(str(e['started_at']))}</a></td>"
-        f"<td>{html.escape(str(e['scenario']))}</td><td>{html.escape(str(e['environment']))}</td>"
-        f"<td>{html.escape(str(e['status']))}</td><td>{format_duration(e['rto_seconds'])}</td>"
-        f"<td>{format_duration(e['rpo_seconds'])}</td><td>{e['intact']}</td></tr>"
+        f"<tr><td><a href='{html.escape(e['folder'])}/report.html'>{html.escape(str(e.get('started_at')))}</a></td>"
+        f"<td>{html.escape(str(e.get('scenario')))}</td><td>{html.escape(str(e.get('environment', '')))}</td>"
+        f"<td>{html.escape(str(e['status']))}</td><td>{format_duration(e.get('rto_seconds'))}</td>"
+        f"<td>{format_duration(e.get('rpo_seconds'))}</td><td>{html.escape(e['intact'])}</td></tr>"
         for e in entries
     )
     page = (

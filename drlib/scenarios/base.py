@@ -26,17 +26,6 @@ if TYPE_CHECKING:
 
 SOURCE_NOTEBOOKS = Path(__file__).resolve().parent.parent.parent / "notebooks"
 
-COMMON_PARAMS: tuple[Param, ...] = (
-    Param("profile", str, "sandbox", "environment profile to recover (see drlib.toml)"),
-    Param("failure_time", str, "", "when the failure happened, ISO 8601 UTC; empty means now"),
-    Param("confirm", bool, False, "False: dry run, show what would happen; True: do it"),
-    Param("evidence_path", str, "", "where to write the evidence JSON (set by drills)"),
-)
-
-#: Parameters a drill sets itself: given with ``-p`` they are refused, not silently replaced.
-DRILL_CONTROLLED = ("profile", "failure_time", "evidence_path")
-
-
 def parse_failure_time(value: str) -> datetime:
     """An ISO 8601 time (UTC when no zone is given); empty means now."""
     if not value:
@@ -48,6 +37,19 @@ def parse_failure_time(value: str) -> datetime:
             f"failure_time {value!r} is not an ISO 8601 time (e.g. 2026-01-13T02:30:00Z)"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+COMMON_PARAMS: tuple[Param, ...] = (
+    Param("profile", str, "sandbox", "environment profile to recover (see drlib.toml)"),
+    Param(
+        "failure_time", str, "", "when the failure happened, ISO 8601 UTC; empty means now", check=parse_failure_time
+    ),
+    Param("confirm", bool, False, "False: dry run, show what would happen; True: do it"),
+    Param("evidence_path", str, "", "where to write the evidence JSON (set by drills)"),
+)
+
+#: Parameters a drill sets itself: given with ``-p`` they are refused, not silently replaced.
+DRILL_CONTROLLED = ("profile", "failure_time", "evidence_path")
 
 
 class Runbook:

@@ -1,0 +1,110 @@
+"""The drill watchdog: a small process that outlives a ``kill -9`` of the drill command.
+
+It watches the drill's process; if that dies without finishing its report, the watchdog stops every
+process of the drill (found by the run marker in their environment: papermill, the kernel,
+``pg_restore``…), writes the report folder with status ``error`` from what the run recorded so far,
+and only then lets go of the drill lock, which it holds through an inherited file descriptor.
+
+Run as ``python -m drlib.watchdog --pid PID --create-time T --run-id ID --folder DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from drlib.processes import kill_marked, without_marker
+
+POLL_SECONDS = 0.25
+
+
+def same_process_alive(pid: int, create_time: float) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - create_time) < 0.01
+    except psutil.NoSuchProcess:
+        return False
+
+
+def start_watchdog(*, run_id: str, folder: Path, lock_fd: int | None) -> subprocess.Popen[bytes]:
+    """Start the watchdog of this process (in its own session: a Ctrl-C at the terminal is the drill's)."""
+    me = psutil.Process()
+    argv = [
+        sys.executable,
+        "-m",
+        "drlib.watchdog",
+        "--pid",
+        str(me.pid),
+        "--create-time",
+        repr(me.create_time()),
+        "--run-id",
+        run_id,
+        "--folder",
+        str(folder),
+    ]
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "watchdog.log").open("ab"),
+        start_new_session=True,
+        pass_fds=(lock_fd,) if lock_fd is not None else (),
+        env=without_marker(None),
+    )
+
+
+def stop_watchdog(process: subprocess.Popen[bytes]) -> None:
+    """The drill finished its report: the watchdog exits without doing anything."""
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGUSR1)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def watch(*, pid: int, create_time: float, run_id: str, folder: Path) -> int:
+    finished = False
+
+    def done(signum: int, frame: object) -> None:
+        nonlocal finished
+        finished = True
+
+    signal.signal(signal.SIGUSR1, done)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while not finished and same_process_alive(pid, create_time):
+        time.sleep(POLL_SECONDS)
+    if finished:
+        return 0
+    stopped = kill_marked(run_id)
+    if not (folder / "results.json").is_file():
+        from drlib.drill import write_abandoned_report
+
+        write_abandoned_report(
+            folder,
+            reason=f"the drill command (pid {pid}) was killed; the watchdog stopped its {stopped} remaining "
+            "process(es) and wrote this report from what the run had recorded",
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="drlib.watchdog")
+    parser.add_argument("--pid", type=int, required=True)
+    parser.add_argument("--create-time", type=float, required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--folder", type=Path, required=True)
+    args = parser.parse_args(argv)
+    return watch(pid=args.pid, create_time=args.create_time, run_id=args.run_id, folder=args.folder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

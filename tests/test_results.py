@@ -1,0 +1,56 @@
+"""The typed results schema: the committed JSON Schema is the one the models produce, results.json
+files written before the schema existed still load, and every status renders in the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from drlib.report import index_entry, render_report, write_index
+from drlib.results import SCHEMA_FILE, DrillResults, ResultsUnreadable, results_schema
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_the_committed_json_schema_is_the_one_the_models_produce() -> None:
+    assert json.loads(SCHEMA_FILE.read_text()) == json.loads(json.dumps(results_schema(), sort_keys=True))
+
+
+def test_a_results_json_written_before_schema_versions_still_loads() -> None:
+    old = DrillResults.load(DATA / "results-schema1.json")
+    assert old.schema_version == 1 and old.status == "error"
+    assert old.error is not None and old.error.step == "restore_database"
+    assert old.data_loss["content_jobs"].lost == 25
+    assert [c.name for c in old.failing_checks] == ["row_count:users", "rto:database_loss"]
+    assert old.stack_state == {} and old.next_steps == []
+
+
+def test_something_that_is_not_results_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text('{"scenario": 3}')
+    with pytest.raises(ResultsUnreadable, match="not a readable drlib results.json"):
+        DrillResults.load(tmp_path / "results.json")
+
+
+@pytest.mark.parametrize("status", ["passed", "failed", "error", "dry_run", "refused"])
+def test_every_status_renders_a_report_with_its_banner(status: str, tmp_path: Path) -> None:
+    results = DrillResults.load(DATA / "results-schema1.json").model_copy(update={"status": status, "notebooks": []})
+    page = render_report(results, tmp_path)
+    assert {"dry_run": "DRY RUN", "refused": "REFUSED"}.get(status, status.upper()) in page
+
+
+def test_the_index_lists_a_folder_without_results_as_incomplete(tmp_path: Path) -> None:
+    done = tmp_path / "2026-11-26" / "163239-postgres_database_loss"
+    done.mkdir(parents=True)
+    shutil.copy(DATA / "results-schema1.json", done / "results.json")
+    broken = tmp_path / "2026-11-26" / "170000-redis_loss"
+    broken.mkdir()
+    write_index(tmp_path)
+    entries = json.loads((tmp_path / "index.json").read_text())
+    assert {e["folder"]: e["status"] for e in entries} == {
+        "2026-11-26/170000-redis_loss": "incomplete",
+        "2026-11-26/163239-postgres_database_loss": "error",
+    }
+    assert index_entry(tmp_path, done)["intact"] == "ALTERED"  # no SHA256SUMS: never written by drlib
