@@ -103,4 +103,3 @@ def test_the_notebook_executes_as_a_dry_run_without_touching_anything(
     with target.connect() as conn:
         assert conn.execute("SELECT count(*) FROM content_jobs").fetchone() == before
     assert healthy_sandbox.api_running()
-
