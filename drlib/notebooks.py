@@ -1,3 +1,4 @@
+# mypy: disallow-untyped-calls=False, warn-return-any=False
 """Scenario notebooks, generated from the scenario model: an introduction, the parameters (documented
 and in a ``parameters``-tagged cell), a start cell, then per step its markdown (what, why, if it
 fails, roll back) and one call, and the summary. ``python -m drlib.notebooks`` rewrites
@@ -67,7 +68,7 @@ def build_notebook(scenario: Scenario) -> nbformat.NotebookNode:
 
 def render(scenario: Scenario) -> str:
     """The notebook file's text, exactly as committed."""
-    return str(nbformat.writes(build_notebook(scenario)))  # type: ignore[no-untyped-call]
+    return str(nbformat.writes(build_notebook(scenario)))
 
 
 def write_notebooks(folder: Path = SOURCE_NOTEBOOKS) -> list[Path]:

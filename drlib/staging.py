@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from drlib.config import Profile
-from drlib.evidence import utcnow
 from drlib.exceptions import DrlibError
 from drlib.postgres.connection import PgTarget
 from drlib.redis.connection import redis_client

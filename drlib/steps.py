@@ -10,6 +10,9 @@ Dry-run behaviour (``dry_run=``):
   saying what it *would* do; the plan is shown and nothing is touched.
 - ``"skip"``: the step writes (stop a service) or checks what an earlier write did: without
   ``confirm`` it is skipped and shows ``would``.
+
+A ``composite=True`` step is made of other runbooks' steps, which record themselves: it keeps its
+notebook text but its body is called directly, so nothing is recorded twice in the evidence.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class StepSpec:
     doc: StepDoc
     dry_run: DryRun
     would: str
+    composite: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,16 +115,26 @@ def step(
     roll_back: str,
     dry_run: DryRun = "run",
     would: str = "",
+    composite: bool = False,
 ) -> Callable[[Body[R]], Callable[[R], Outcome]]:
-    """Declare a runbook step (see the module docstring for ``dry_run``)."""
-    doc = StepDoc(title=title, what=" ".join(what.split()), why=" ".join(why.split()),
-                  if_fails=" ".join(if_fails.split()), roll_back=" ".join(roll_back.split()))
+    """Declare a runbook step (see the module docstring for ``dry_run`` and ``composite``)."""
+    doc = StepDoc(
+        title=title,
+        what=" ".join(what.split()),
+        why=" ".join(why.split()),
+        if_fails=" ".join(if_fails.split()),
+        roll_back=" ".join(roll_back.split()),
+    )
 
     def decorate(body: Body[R]) -> Callable[[R], Outcome]:
-        spec = StepSpec(name=name, method=body.__name__, doc=doc, dry_run=dry_run, would=would)
+        spec = StepSpec(name=name, method=body.__name__, doc=doc, dry_run=dry_run, would=would, composite=composite)
 
         @functools.wraps(body)
         def run(runbook: R) -> Outcome:
+            if composite:
+                result = body(runbook)
+                assert isinstance(result, Outcome), f"composite step {name} returns an Outcome"
+                return result
             return runbook.run_step(spec, lambda: body(runbook))
 
         run.__step__ = spec  # type: ignore[attr-defined]

@@ -14,8 +14,8 @@ from drlib.postgres.backup import Backup, backup_database
 from drlib.postgres.connection import PgTarget, database_exists, drop_database
 from drlib.postgres.manifest import manifest_path
 from drlib.processes import free_port
-from drlib.runbooks.postgres_database_loss import PostgresDatabaseLoss
 from drlib.sandbox.stack import SECRET_NAMES
+from drlib.scenarios.postgres_database_loss import PostgresDatabaseLoss
 
 
 def counts(target: PgTarget) -> tuple[int, int]:

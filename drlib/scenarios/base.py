@@ -33,9 +33,7 @@ def parse_failure_time(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ParameterError(
-            f"failure_time {value!r} is not an ISO 8601 time (e.g. 2026-01-13T02:30:00Z)"
-        ) from None
+        raise ParameterError(f"failure_time {value!r} is not an ISO 8601 time (e.g. 2026-01-13T02:30:00Z)") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -98,9 +96,10 @@ class Runbook:
                     outcome = dry_run_outcome(spec, None, would=spec.would.format(rb=self))
                 else:
                     result = body()
-                    dry = isinstance(result, RestorePlan) or (not self.confirm and spec.dry_run == "plan")
-                    outcome = dry_run_outcome(spec, result, would=spec.would) if dry else result
-                    assert isinstance(outcome, Outcome)
+                    if isinstance(result, RestorePlan) or (not self.confirm and spec.dry_run == "plan"):
+                        outcome = dry_run_outcome(spec, result, would=spec.would)
+                    else:
+                        outcome = result
             except DrlibError as exc:
                 state = self.state_text()
                 if state and "State now:" not in exc.message:

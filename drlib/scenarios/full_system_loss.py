@@ -4,22 +4,38 @@ them), start the application and verify the whole system."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
+from drlib import faults
 from drlib.app.base import controller_for, run_command
 from drlib.app.functional import artifact_checks, login_and_create_job
 from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
+from drlib.config import Profile
 from drlib.evidence import Evidence, utcnow
 from drlib.parameters import Param
+from drlib.postgres.backup import backup_database
 from drlib.postgres.connection import PgTarget
 from drlib.preflight import credentials_and_connectivity
+from drlib.redis.backup import backup_redis
 from drlib.redis.connection import ping
-from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook
-from drlib.runbooks.postgres_database_loss import PostgresDatabaseLoss
-from drlib.runbooks.redis_loss import RedisLoss
-from drlib.runbooks.storage_loss import StorageLoss
+from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
+from drlib.scenarios.postgres_database_loss import PostgresDatabaseLoss, named_backup_checks
+from drlib.scenarios.redis_loss import RedisLoss, named_redis_backup_checks
+from drlib.scenarios.storage_loss import StorageLoss, named_storage_backup_checks
+from drlib.staging import (
+    DrillSetup,
+    backup_fact,
+    new_token,
+    pause,
+    write_files_after_backup,
+    write_keys_after_backup,
+    write_rows_after_backup,
+)
+from drlib.steps import Outcome, step
 from drlib.storage.backends import live_storage
+from drlib.storage.backup import archive_local
 
 
 def combined(title: str, *outcomes: Outcome) -> Outcome:
@@ -56,13 +72,22 @@ class FullSystemLoss(Runbook):
         self.cache = RedisLoss(evidence=self.evidence, **common, redis_backup=self.values["redis_backup"])
 
     # Step 1 -------------------------------------------------------------------------------
+    @step(
+        "provision_infrastructure",
+        title="Step 1: Provision infrastructure",
+        what="""Start a fresh database server and Redis first (`docker compose up -d db redis`; in the sandbox
+        a fresh sandbox without data or API; with another controller the operator provisions them) and check
+        that both answer.""",
+        why="""Nothing can be restored into servers that do not exist; the application stays down until the
+        data is back, so only the database and Redis are started here.""",
+        if_fails="""The error names the server that does not answer. Check `docker compose ps` and the
+        containers' logs, or provision the servers by hand, then re-run this cell.""",
+        roll_back="""`docker compose stop db redis` (in the sandbox `drlib sandbox down`): the new servers hold
+        no data yet.""",
+        dry_run="skip",
+        would="start a fresh database server and Redis for profile {rb.profile.name} and check they answer",
+    )
     def provision_infrastructure(self) -> Outcome:
-        """Start a fresh database server and Redis (``docker compose up -d db redis``) and wait for them."""
-        return self.run_step("provision_infrastructure", self._provision)
-
-    def _provision(self) -> Outcome:
-        if not self.confirm:
-            return Outcome("Provision infrastructure", facts={"dry_run": True, "would start": "database and Redis"})
         if self.profile.is_sandbox:
             from drlib.sandbox.stack import sandbox_for
 
@@ -85,14 +110,27 @@ class FullSystemLoss(Runbook):
             how = "docker compose up -d db redis"
         else:
             how = "provisioned by the operator (checked below)"
+        self.set_state("infrastructure", f"database and Redis started, empty ({how})")
         results: list[CheckResult] = [credentials_and_connectivity(PgTarget.from_profile(self.profile))]
         ping(self.profile)
         results.append(check("redis_up", True, expected="PING answers", observed="PONG"))
         return Outcome("Provision infrastructure", facts={"how": how}, checks=Checks(results))
 
-    # Steps 2-4: the other scenarios' runbooks, sharing this run's evidence ---------------------
+    # Steps 2-3b: the other scenarios' runbooks, sharing this run's evidence -------------------
+    @step(
+        "restore_database",
+        title="Step 2: Restore the database",
+        what="""Scenario 1's pre-restore checklist, restore (Option A: the server is new, there is nothing to
+        keep) and verification: the same runbook code as the PostgreSQL database loss notebook, recording
+        its steps into this run's evidence.""",
+        why="Every other part of the stack refers to the database: it is restored first.",
+        if_fails="""The failing sub-step says what to fix, as in the PostgreSQL database loss notebook (a
+        corrupt backup: set `backup`; a refused password: fix the secret). Re-run this cell after the fix.""",
+        roll_back="""The server is new: drop the restored database and run this cell again, with another
+        `backup` if needed.""",
+        composite=True,
+    )
     def restore_database(self) -> Outcome:
-        """Scenario 1's checklist, Option A restore (into the fresh server) and verification."""
         return combined(
             "Restore database",
             self.database.pre_restore_checklist(),
@@ -100,8 +138,19 @@ class FullSystemLoss(Runbook):
             self.database.verify_restore(),
         )
 
+    @step(
+        "restore_file_storage",
+        title="Step 3: Restore file storage",
+        what="""Scenario 2's locate, restore (staging folder, then swap) and verification of the local storage,
+        from the newest archive or full copy before `failure_time`.""",
+        why="""The application's artifacts (voiceovers, videos, images) live here; the database's
+        `storage_key`s point at them.""",
+        if_fails="""The live tree is untouched and the message says what was wrong; pick another backup with
+        `storage_backup` and re-run this cell.""",
+        roll_back="Rename the restored tree aside and the kept `storage.old-<time>` (if any) back.",
+        composite=True,
+    )
     def restore_file_storage(self) -> Outcome:
-        """Scenario 2's locate, restore and verify, from the local archive or full copy."""
         return combined(
             "Restore file storage",
             self.storage.locate_backup(),
@@ -109,22 +158,38 @@ class FullSystemLoss(Runbook):
             self.storage.verify_restore(),
         )
 
+    @step(
+        "restore_redis",
+        title="Step 3b: Restore Redis",
+        what="""The Redis runbook's checklist, restore and verification. Sessions and cache may also be left
+        empty: see the Redis notebook's table of keys safe to lose.""",
+        why="The job queue lives in Redis; sessions spare users a new login.",
+        if_fails="""A refused RDB is named: set `redis_backup` to an earlier one. If none is usable, go on with
+        an empty Redis and re-enqueue queued jobs from `content_jobs`.""",
+        roll_back="Stop Redis, move the kept `dump.rdb.old-<time>` back (if any) and start it again.",
+        composite=True,
+    )
     def restore_redis(self) -> Outcome:
-        """The Redis runbook's checklist, restore and verification."""
         return combined(
             "Restore Redis", self.cache.pre_restore_checklist(), self.cache.restore(), self.cache.verify_restore()
         )
 
-    # Step 5 -------------------------------------------------------------------------------
+    # Step 4 -------------------------------------------------------------------------------
+    @step(
+        "restore_application",
+        title="Step 4: Restore the application",
+        what="Start the API (`docker compose up -d`) and wait until `GET /health` answers 200.",
+        why="The outage ends here: the moment `/health` answers is the measured RTO.",
+        if_fails="""Read the application's logs (`docker compose logs api`): it usually cannot reach the
+        database or Redis with its configured address or credentials.""",
+        roll_back="Stop the application again (`docker compose stop api`) if it misbehaves.",
+        dry_run="skip",
+        would="start the application ({rb.profile.app.controller} controller) and wait for /health",
+    )
     def restore_application(self) -> Outcome:
-        """Start the application and wait until ``/health`` answers 200."""
-        return self.run_step("restore_application", self._start_application)
-
-    def _start_application(self) -> Outcome:
-        if not self.confirm:
-            return Outcome("Restore application", facts={"dry_run": True})
         app = controller_for(self.profile)
         app.start()
+        self.set_state("application", f"started ({app.description})")
         health = wait_healthy(
             self.profile.app.base_url, path=self.profile.app.health_path, timeout=self.values["health_timeout"]
         )
@@ -132,14 +197,19 @@ class FullSystemLoss(Runbook):
             self.evidence.note("service_restored_at", utcnow().isoformat())
         return Outcome("Restore application", facts={"started": app.description}, checks=Checks([health]))
 
-    # Step 6 -------------------------------------------------------------------------------
+    # Step 5 -------------------------------------------------------------------------------
+    @step(
+        "verify_system",
+        title="Step 5: Verify the system",
+        what="Health checks passing, the test account logs in, content jobs can be created, artifacts accessible.",
+        why="Each part was verified on its own; this proves they work together, as users use them.",
+        if_fails="""Keep the incident open; the failed check points at the part (login: database or Redis;
+        download: storage). Run the Verify restore notebook for the full picture.""",
+        roll_back="Nothing to roll back: the test job is ordinary data.",
+        dry_run="skip",
+        would="check /health, log in, create a content job and download an artifact",
+    )
     def verify_system(self) -> Outcome:
-        """Health checks passing, content jobs can be created, artifacts accessible."""
-        return self.run_step("verify_system", self._verify_system)
-
-    def _verify_system(self) -> Outcome:
-        if not self.confirm:
-            return Outcome("Verify system", facts={"dry_run": True})
         app = self.profile.app
         health = wait_healthy(app.base_url, path=app.health_path, timeout=10, name="system_health")
         storage = live_storage(self.profile, kind="local")
@@ -147,3 +217,51 @@ class FullSystemLoss(Runbook):
             "Verify system",
             checks=Checks([health, *login_and_create_job(self.profile), *artifact_checks(self.profile, storage)]),
         )
+
+
+# -- drills ---------------------------------------------------------------------------------
+def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
+    """Every named backup (database, storage, Redis) exists and verifies before the stack is destroyed."""
+    return [
+        *named_backup_checks(profile, selection=params["backup"], require_manifest=True, deep=True),
+        *named_storage_backup_checks(profile, selection=params["storage_backup"], storage_kind="local"),
+        *named_redis_backup_checks(profile, selection=params["redis_backup"]),
+    ]
+
+
+def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
+    """Backups of all three, data written after them in all three, then the whole stack is destroyed."""
+    target = PgTarget.from_profile(profile)
+    db = backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
+    storage_root = Path(profile.storage.path)
+    archive_local(root=storage_root, backup_dir=profile.backups.storage_dir)
+    backup_redis(profile)
+    pause()
+    token = new_token()
+    written = {
+        **write_rows_after_backup(target, token=token),
+        **write_files_after_backup(storage_root, token=token),
+        **write_keys_after_backup(profile, token=token),
+    }
+    failure_time = utcnow()
+    faults.destroy_sandbox(profile)
+    return DrillSetup(
+        fault="destroyed the whole stack: database cluster, Redis data, storage, processes",
+        failure_time=failure_time,
+        backup=backup_fact(db),
+        written_after_backup=written,
+        marker=token,
+    )
+
+
+SCENARIO = Scenario(
+    id="full_system_loss",
+    runbook=FullSystemLoss,
+    summary="Restore Runbook → Scenario 3: provision, restore database, storage and Redis, start the "
+    "application, verify the system.",
+    stage=stage,
+    preflight=preflight,
+    rto_kind="full_system_loss",
+    rpo_component="postgres",
+    sandbox_only=True,
+)

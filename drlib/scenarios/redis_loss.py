@@ -3,22 +3,26 @@ treats as rebuildable, plus a job queue that is not: the notebook says which key
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 
+from drlib import faults
 from drlib.app.functional import login_and_create_job
 from drlib.app.health import wait_healthy
-from drlib.checks import Checks, check
+from drlib.checks import CheckResult, Checks, check
+from drlib.config import Profile
 from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import DrlibError
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
-from drlib.redis.backup import list_redis_backups
+from drlib.redis.backup import backup_redis, list_redis_backups
 from drlib.redis.connection import ping
 from drlib.redis.restore import VerifiedRedisBackup, restore_redis, verify_redis, verify_redis_backup
-from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook
+from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.selection import select_backup
+from drlib.staging import DrillSetup, backup_fact, new_token, pause, write_keys_after_backup
+from drlib.steps import Outcome, step
 
 
 def safe_to_lose_table(notes: dict[str, str]) -> pd.DataFrame:
@@ -41,11 +45,20 @@ class RedisLoss(Runbook):
         super().__init__(evidence=evidence, **values)
         self.verified: VerifiedRedisBackup | None = None
 
+    @step(
+        "redis_pre_restore_checklist",
+        title="Pre-restore checklist",
+        what="""Is Redis down or empty; the newest RDB snapshot before `failure_time`, its checksum against its
+        manifest and `redis-check-rdb`. The table shows which keys are safe to lose: the runbook treats
+        Redis as rebuildable cache and sessions (RPO 1 hour), but the job queue is not.""",
+        why="""Restoring a truncated or altered snapshot would load bad data or keep Redis from starting; and
+        knowing what is safe to lose decides whether a restore is worth the wait at all.""",
+        if_fails="""A refused backup is named with the reason: pick an earlier one with
+        `redis_backup = "<file>.rdb"`. If no backup is usable, Redis can start empty: users log in again,
+        caches refill, and queued jobs are re-enqueued from `content_jobs` (status `queued`).""",
+        roll_back="Nothing to roll back: this step only reads.",
+    )
     def pre_restore_checklist(self) -> Outcome:
-        """Is Redis down or empty; the newest RDB before the failure, located and verified."""
-        return self.run_step("redis_pre_restore_checklist", self._checklist)
-
-    def _checklist(self) -> Outcome:
         try:
             ping(self.profile)
             state = "up"
@@ -74,15 +87,35 @@ class RedisLoss(Runbook):
             table=safe_to_lose_table(self.profile.redis.key_notes),
         )
 
-    def restore(self) -> Outcome:
-        """Stop Redis, put the RDB in its data folder (the old file is kept), start it, wait for the load."""
-        return self.run_step("restore_redis", self._restore)
-
-    def _restore(self) -> Outcome:
+    @step(
+        "restore_redis",
+        title="Restore Redis",
+        what="""Stop Redis, move its RDB file aside (kept as `dump.rdb.old-<time>`), put the backup in place,
+        start Redis and wait until it has loaded the data. Refused when Redis runs with `appendonly yes`
+        (it would ignore the RDB and start from its AOF).""",
+        why="""Redis loads its dataset only at start-up, from the file in its data folder: the snapshot must be
+        in place before it starts.""",
+        if_fails="""The message says where it stopped and the state Redis is in. If Redis does not come back,
+        read its log and check the data folder's permissions; with `appendonly yes`, turn AOF off for the
+        restore (`CONFIG SET appendonly no`) and re-run this cell.""",
+        roll_back="""Stop Redis, move `dump.rdb.old-<time>` back over `dump.rdb` (the path is in this step's
+        output) and start Redis again.""",
+        dry_run="plan",
+    )
+    def restore(self) -> Outcome | RestorePlan:
         verified = self._require_verified()
         result = restore_redis(verified, profile=self.profile, confirm=self.confirm)
         if isinstance(result, RestorePlan):
-            return Outcome("Restore Redis", facts={"dry_run": True, "plan": str(result)})
+            return result
+        self.set_state(
+            "redis",
+            f"restarted with {result.backup} loaded"
+            + (
+                f"; the previous data file kept at {result.kept_old} (stop Redis and move it back to undo)"
+                if result.kept_old
+                else ""
+            ),
+        )
         return Outcome(
             "Restore Redis",
             facts={
@@ -93,27 +126,41 @@ class RedisLoss(Runbook):
             },
         )
 
+    @step(
+        "verify_redis",
+        title="Verify Redis",
+        what="""Key counts per prefix and the dataset digest equal the backup's (a digest over every key's type
+        and value, computed by drlib), and the achieved RPO against the 1-hour target.""",
+        why="""Redis answering PING does not mean it loaded the snapshot: an empty or partial dataset also
+        answers.""",
+        if_fails="""Redis may have started from another file (an AOF, a different `dir`/`dbfilename`): check
+        `CONFIG GET dir` and `CONFIG GET dbfilename`, then restore again. If the cache is all that differs,
+        starting empty is acceptable (see the keys safe to lose).""",
+        roll_back="Nothing to roll back: this step only reads.",
+        dry_run="skip",
+        would="compare Redis's keys and digest with the backup's manifest",
+    )
     def verify_restore(self) -> Outcome:
-        """Key counts per prefix and the dataset digest equal the backup's; the achieved RPO."""
-        return self.run_step("verify_redis", self._verify)
-
-    def _verify(self) -> Outcome:
         verified = self._require_verified()
-        if not self.confirm:
-            return Outcome("Verify Redis", facts={"dry_run": True})
         checks = [
             *verify_redis(self.profile, verified.manifest),
             self.rpo("redis", verified.backup.created_at),
         ]
         return Outcome("Verify Redis", checks=Checks(checks))
 
+    @step(
+        "test_application",
+        title="Test the application",
+        what="`GET /health`, a login (which writes a session into Redis) and a new content job.",
+        why="""Sessions and the job queue live in Redis: a login and a job prove the application can use it
+        again. The moment this passes is when the outage ends (the measured RTO).""",
+        if_fails="""Keep the incident open and read the application's logs: a login that fails while Redis is
+        up usually means the application still points at the old Redis or needs a restart.""",
+        roll_back="Nothing to roll back: the session and the test job are ordinary data.",
+        dry_run="skip",
+        would="check /health, log in and create a content job",
+    )
     def test_application(self) -> Outcome:
-        """Health passes and a login works (it writes a session to Redis); a job can be created."""
-        return self.run_step("test_application", self._test_application)
-
-    def _test_application(self) -> Outcome:
-        if not self.confirm:
-            return Outcome("Test application", facts={"dry_run": True})
         app = self.profile.app
         health = wait_healthy(app.base_url, path=app.health_path, timeout=self.values["health_timeout"])
         if health.passed:
@@ -125,3 +172,46 @@ class RedisLoss(Runbook):
             self.pre_restore_checklist()
         assert self.verified is not None
         return self.verified
+
+
+# -- drills ---------------------------------------------------------------------------------
+def named_redis_backup_checks(profile: Profile, *, selection: str) -> list[CheckResult]:
+    """The RDB a drill was told to use exists and verifies ('latest' is taken by the drill)."""
+    if selection == "latest":
+        return []
+    backups = list_redis_backups(profile.backups.redis_dir)
+    chosen = select_backup(backups, selection=selection, what="Redis backup")
+    return list(verify_redis_backup(chosen).checks)
+
+
+def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
+    """A named Redis backup exists and verifies before the drill flushes Redis."""
+    return named_redis_backup_checks(profile, selection=params["redis_backup"])
+
+
+def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
+    """RDB backup, 5 sessions written after it, then Redis flushed and killed without saving."""
+    backup = backup_redis(profile)
+    pause()
+    token = new_token()
+    written = write_keys_after_backup(profile, token=token)
+    failure_time = utcnow()
+    faults.kill_redis(profile)
+    return DrillSetup(
+        fault="flushed Redis and shut it down without saving",
+        failure_time=failure_time,
+        backup=backup_fact(backup),
+        written_after_backup=written,
+        marker=token,
+    )
+
+
+SCENARIO = Scenario(
+    id="redis_loss",
+    runbook=RedisLoss,
+    summary="The Redis row of the RPO table (1 hour): restore the newest RDB snapshot and verify it.",
+    stage=stage,
+    preflight=preflight,
+    rto_kind="partial_failure",
+    rpo_component="redis",
+)

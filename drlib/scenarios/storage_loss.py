@@ -1,19 +1,33 @@
-"""Restore Runbook → Scenario 2: File Storage Loss, for local storage and for an S3 bucket."""
+"""Restore Runbook → Scenario 2: File Storage Loss, for local storage and for an S3 bucket, with
+the Storage Verification of the Verify Restore Procedure."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from drlib import faults
 from drlib.app.functional import artifact_checks, login_and_create_job
 from drlib.app.health import wait_healthy
-from drlib.checks import Checks, check
+from drlib.checks import CheckResult, Checks, check
+from drlib.config import Profile
 from drlib.evidence import Evidence, utcnow
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
-from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook
+from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
+from drlib.staging import (
+    DrillSetup,
+    backup_fact,
+    new_token,
+    pause,
+    write_files_after_backup,
+    write_objects_after_backup,
+)
+from drlib.steps import Outcome, step
 from drlib.storage.backends import S3Storage, live_storage
+from drlib.storage.backup import archive_local, snapshot_bucket
 from drlib.storage.catalogue import catalogue_for, restorable, select_storage_backup, storage_catalogue_table
 from drlib.storage.restore import (
     VerifiedStorageBackup,
@@ -63,11 +77,20 @@ class StorageLoss(Runbook):
         self.verified: VerifiedStorageBackup | None = None
 
     # Step 1 -------------------------------------------------------------------------------
+    @step(
+        "identify_affected_storage",
+        title="Step 1: Identify affected storage",
+        what="""The live storage (`./storage/` or the `content-crew-storage` bucket) as it is now: does it
+        exist, and how many files does each folder hold. This is the runbook's `ls -lh ./storage/` /
+        `aws s3 ls s3://content-crew-storage/ --recursive`; for S3 the bucket must answer first.""",
+        why="""Restoring storage that is not lost costs time and can hide the real failure; the file
+        counts also show how much is missing.""",
+        if_fails="""If nothing looks lost (a warning here), stop and look for the real failure: permissions,
+        a full disk, the API itself. If the bucket cannot be reached, the error names the endpoint and the
+        bucket: fix `endpoint_url` or the S3 credential secrets, then re-run this cell.""",
+        roll_back="Nothing to roll back: this step only reads.",
+    )
     def identify_affected_storage(self) -> Outcome:
-        """What is there now: the live folder or bucket, and how many files it holds."""
-        return self.run_step("identify_affected_storage", self._identify)
-
-    def _identify(self) -> Outcome:
         if isinstance(self.live, S3Storage):
             self.live.check_reachable()
         files = list(self.live.files())
@@ -94,11 +117,21 @@ class StorageLoss(Runbook):
         )
 
     # Step 2 -------------------------------------------------------------------------------
+    @step(
+        "locate_backup",
+        title="Step 2: Locate the backup",
+        what="""The storage catalogue across the local backup folder (`storage_YYYY-MM-DD.tar.gz`,
+        `full_YYYY-MM-DD/`) and the backups bucket (`s3://backups-bucket/storage/YYYY-MM-DD/`), the newest
+        backup before `failure_time` that can restore this kind of storage, and its integrity (size and
+        sha256 against its manifest).""",
+        why="""The backup's time is the recovery point for files: everything uploaded after it is lost. A
+        damaged backup would restore damaged files, so it is checked before anything is touched.""",
+        if_fails="""A refused backup is named with the reason (truncated, checksum mismatch, no manifest): pick
+        an earlier one with `storage_backup = "..."` and re-run from the top. No backup found: check the
+        backup folder and the backups bucket in the profile.""",
+        roll_back="Nothing to roll back: this step only reads.",
+    )
     def locate_backup(self) -> Outcome:
-        """The catalogue (local folder and backups bucket), the chosen backup, and its integrity."""
-        return self.run_step("locate_backup", self._locate)
-
-    def _locate(self) -> Outcome:
         backups = catalogue_for(self.profile, storage_kind=self.kind)
         form = None if self.values["backup_form"] == "any" else self.values["backup_form"]
         pool = restorable(backups, storage_kind=self.kind, form=form)
@@ -126,11 +159,27 @@ class StorageLoss(Runbook):
         )
 
     # Step 3 -------------------------------------------------------------------------------
-    def restore_storage(self) -> Outcome:
-        """Local: extract or copy into staging, verify, swap. S3: copy the prefix back (sync)."""
-        return self.run_step("restore_storage", self._restore)
-
-    def _restore(self) -> Outcome:
+    @step(
+        "restore_storage",
+        title="Step 3: Restore storage",
+        what="""**Local:** the archive is extracted (or the full copy copied) into a staging folder beside the
+        live tree, every file checked against the manifest, then swapped in; the replaced tree is kept as
+        `storage.old-<time>` (deleted only with `drop_old_tree = True`). Members that would escape the target
+        (absolute paths, `..`, links outside) are refused. **S3:** the backup prefix is copied back by
+        server-side copy (`aws s3 sync`); live objects the backup lacks are deleted only with
+        `delete_extra = True` (`--delete`).""",
+        why="""The application serves voiceovers, videos and images from this storage: without it every
+        artifact link is broken. Staging and swapping means a failed restore never leaves a half-written
+        live tree.""",
+        if_fails="""The live storage is untouched and the staging folder removed; the message says what was
+        wrong (an unsafe archive member, a file not matching the manifest, an unreachable bucket). Fix it or
+        pick another backup with `storage_backup`, then re-run from Step 2.""",
+        roll_back="""Local: rename the restored tree aside and `storage.old-<time>` back to the live folder's
+        name (the kept path is in this step's output). S3: the copied objects are the backup's versions;
+        objects removed with `delete_extra` come back only from a versioned bucket or another backup.""",
+        dry_run="plan",
+    )
+    def restore_storage(self) -> Outcome | RestorePlan:
         verified = self._require_verified()
         if isinstance(self.live, S3Storage):
             result = restore_bucket(
@@ -139,33 +188,48 @@ class StorageLoss(Runbook):
         else:
             result = restore_local(verified, live_root=self.live.root, confirm=self.confirm)
         if isinstance(result, RestorePlan):
-            return Outcome("Restore storage", facts={"dry_run": True, "plan": str(result)})
-        facts = {
+            return result
+        facts: dict[str, Any] = {
             "restored": result.target,
             "files": result.files,
             "bytes": result.bytes,
             "seconds": round(result.seconds, 2),
         }
+        state = f"{result.target} restored from {verified.backup.name}"
         if result.kept_old:
             facts["old_tree_kept"] = result.kept_old
+            state += f"; the replaced tree kept at {result.kept_old} (rename it back to undo)"
             if self.values["drop_old_tree"]:
                 facts["dropped"] = str(
                     drop_old_tree(Path(result.kept_old), live_root=Path(result.target), confirm=True)
                 )
+                state += ", then deleted (drop_old_tree)"
         if result.deleted:
             facts["deleted_extra"] = len(result.deleted)
+            state += f"; {len(result.deleted)} live object(s) the backup lacked deleted"
+        self.set_state("storage", state)
         self.evidence.note("storage_restore", facts)
         return Outcome("Restore storage", facts=facts)
 
     # Step 4 -------------------------------------------------------------------------------
+    @step(
+        "verify_storage",
+        title="Step 4: Verify the restore",
+        what="""The runbook's Storage Verification: file counts per folder against the manifest (and the
+        archive's listing), no 0-byte files, every file's sha256 (a single changed byte is named),
+        permissions, every `content_artifacts.storage_key` present (files nothing references: a warning),
+        and the achieved RPO against its target.""",
+        why="""A copy that finished is not a copy that is right: a missing or altered file shows up later as a
+        broken download in front of a user.""",
+        if_fails="""Do not hand the storage back to users: the failed checks name the files. Restore again from
+        Step 3, or from an earlier backup with `storage_backup`; a storage key with no file means the
+        database is newer than the storage backup (data lost since the backup).""",
+        roll_back="Nothing to roll back: this step only reads.",
+        dry_run="skip",
+        would="verify {rb.live.description} against the backup's manifest",
+    )
     def verify_restore(self) -> Outcome:
-        """File counts, 0-byte files, checksums, permissions, archive listing, storage keys, RPO."""
-        return self.run_step("verify_storage", self._verify)
-
-    def _verify(self) -> Outcome:
         verified = self._require_verified()
-        if not self.confirm:
-            return Outcome("Verify storage", facts={"dry_run": True, "would verify": self.live.description})
         checks = list(verify_storage(self.live, verified.manifest))
         if verified.backup.kind == "archive" and not verified.backup.in_s3:
             checks.append(archive_listing_check(verified.backup.path, verified.manifest))
@@ -174,13 +238,20 @@ class StorageLoss(Runbook):
         return Outcome("Verify storage", checks=Checks(checks))
 
     # Step 5 -------------------------------------------------------------------------------
+    @step(
+        "test_application",
+        title="Step 5: Test the application",
+        what="""`GET /health`, a restored artifact served by `GET /v1/storage/...` with identical bytes, log in
+        with the test account and create a content job.""",
+        why="""Users notice whether their files download, not what the folder holds; the moment this passes is
+        when the outage ends (the measured RTO).""",
+        if_fails="""Keep the incident open. An artifact that is not served while the file is there points at
+        the application's storage settings or permissions; read the application's logs.""",
+        roll_back="Nothing to roll back: the test job is ordinary data.",
+        dry_run="skip",
+        would="check /health, download a restored artifact, log in and create a content job",
+    )
     def test_application(self) -> Outcome:
-        """Health, a restored artifact is served, and a content job can be created."""
-        return self.run_step("test_application", self._test_application)
-
-    def _test_application(self) -> Outcome:
-        if not self.confirm:
-            return Outcome("Test application", facts={"dry_run": True})
         app = self.profile.app
         health = wait_healthy(app.base_url, path=app.health_path, timeout=self.values["health_timeout"])
         outcome = Checks([health, *artifact_checks(self.profile, self.live), *login_and_create_job(self.profile)])
@@ -193,3 +264,78 @@ class StorageLoss(Runbook):
             self.locate_backup()
         assert self.verified is not None
         return self.verified
+
+
+# -- drills ---------------------------------------------------------------------------------
+def s3_reachable_checks(profile: Profile) -> list[CheckResult]:
+    """The live bucket and the backups bucket both answer (raises ConnectionFailed / CredentialsRejected)."""
+    live = live_storage(profile, kind="s3")
+    assert isinstance(live, S3Storage)
+    backups = S3Storage(live.client, profile.storage.backups_bucket, endpoint=live.endpoint)
+    results = []
+    for name, bucket in (("s3_live_bucket_reachable", live), ("s3_backups_bucket_reachable", backups)):
+        bucket.check_reachable()
+        results.append(check(name, True, expected="bucket answers", observed="reachable", detail=bucket.description))
+    return results
+
+
+def named_storage_backup_checks(
+    profile: Profile, *, selection: str, storage_kind: str, form: str | None = None
+) -> list[CheckResult]:
+    """The storage backup a drill was told to use exists and verifies ('latest' is taken by the drill)."""
+    if selection == "latest":
+        return []
+    pool = restorable(catalogue_for(profile, storage_kind=storage_kind), storage_kind=storage_kind, form=form)
+    return list(verify_storage_backup(select_storage_backup(pool, selection=selection)).checks)
+
+
+def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
+    """For S3 both buckets answer; a named storage backup exists and verifies."""
+    kind = params["storage_kind"]
+    results = s3_reachable_checks(profile) if kind == "s3" else []
+    form = None if params["backup_form"] == "any" else params["backup_form"]
+    return results + named_storage_backup_checks(
+        profile, selection=params["storage_backup"], storage_kind=kind, form=form
+    )
+
+
+def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
+    """Local: archive, 3 files written after it, the storage tree deleted.
+    S3: prefix snapshot, 3 objects written after it, the live bucket emptied."""
+    token = new_token()
+    live = live_storage(profile, kind=params.get("storage_kind", "local"))
+    if isinstance(live, S3Storage):
+        backup = snapshot_bucket(
+            live=live, backups_bucket=profile.storage.backups_bucket, prefix=profile.backups.s3_prefix
+        )
+        pause()
+        written = write_objects_after_backup(live, token=token)
+        failure_time = utcnow()
+        faults.empty_bucket(live)
+        fault = f"emptied bucket {live.bucket}"
+    else:
+        backup = archive_local(root=live.root, backup_dir=profile.backups.storage_dir)
+        pause()
+        written = write_files_after_backup(live.root, token=token)
+        failure_time = utcnow()
+        shutil.rmtree(live.root)
+        fault = f"deleted the storage tree {live.root}"
+    return DrillSetup(
+        fault=fault,
+        failure_time=failure_time,
+        backup=backup_fact(backup),
+        written_after_backup=written,
+        marker=token,
+    )
+
+
+SCENARIO = Scenario(
+    id="storage_loss",
+    runbook=StorageLoss,
+    summary="Restore Runbook → Scenario 2 (local storage and S3) and the Storage Verification of the "
+    "Verify Restore Procedure.",
+    stage=stage,
+    preflight=preflight,
+    rto_kind="storage_loss",
+    rpo_component="storage",
+)

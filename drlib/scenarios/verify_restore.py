@@ -3,20 +3,23 @@ own after any restore; drills run it as their last stage."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from drlib.app.functional import artifact_checks, login_and_create_job
 from drlib.app.health import wait_healthy
 from drlib.app.logs import log_checks
 from drlib.checks import CheckResult, Checks, check
-from drlib.evidence import Evidence
+from drlib.config import Profile
+from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import BackupNotFound
 from drlib.parameters import Param
 from drlib.postgres.catalogue import list_backups
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.verify import verify_database
-from drlib.runbooks.base import COMMON_PARAMS, Outcome, Runbook, parse_failure_time
+from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario, parse_failure_time
 from drlib.selection import select_backup
+from drlib.staging import DrillSetup
+from drlib.steps import Outcome, step
 from drlib.storage.backends import LocalStorage, live_storage
 from drlib.storage.catalogue import catalogue_for, restorable, select_storage_backup
 from drlib.storage.manifest import StorageManifest
@@ -46,11 +49,19 @@ class VerifyRestore(Runbook):
         self.target = PgTarget.from_profile(self.profile)
         self.since = parse_failure_time(self.values["since"]) if self.values["since"] else self.failure_time
 
+    @step(
+        "database_verification",
+        title="Database verification",
+        what="""`SELECT version()`, the expected tables, row counts (at least the backup's: the application may
+        have written since), foreign keys (`pg_constraint`), orphaned rows (`content_jobs → users`), and the
+        newest `created_at`.""",
+        why="""A database that answers can still have lost tables, keys or rows; this is the evidence that the
+        restore brought back what the backup held.""",
+        if_fails="""The failed checks name the table or constraint. Keep the incident open; restore the
+        database again (PostgreSQL database loss notebook) from the same or an earlier backup.""",
+        roll_back="Nothing to roll back: this step only reads.",
+    )
     def database_verification(self) -> Outcome:
-        """Connection, tables, row counts (at least the backup's), foreign keys, orphans, newest rows."""
-        return self.run_step("database_verification", self._database)
-
-    def _database(self) -> Outcome:
         try:
             backups = list_backups(self.profile.backups.postgres_dir, prefix=self.profile.backups.prefix)
             chosen = select_backup(backups, selection=self.values["backup"], before=self.failure_time)
@@ -62,11 +73,19 @@ class VerifyRestore(Runbook):
             "Database verification", facts={"compared with": chosen.name if chosen else "no backup"}, checks=checks
         )
 
+    @step(
+        "storage_verification",
+        title="Storage verification",
+        what="""File counts and checksums against the newest storage backup of the same kind, no 0-byte files,
+        permissions, and every `storage_key` in `content_artifacts` present in storage. With
+        `storage_backup = "none"` (or none found) only the last three are checked, and a warning says so.""",
+        why="""Missing or altered files show up later as broken downloads; a `storage_key` without its file
+        means the database and the storage were restored to different points in time.""",
+        if_fails="""The failed checks name the files. Restore storage again (File storage loss notebook); if only
+        keys written after the storage backup are missing, that is the data lost since the backup.""",
+        roll_back="Nothing to roll back: this step only reads.",
+    )
     def storage_verification(self) -> Outcome:
-        """File counts and checksums against the storage backup, 0-byte files, permissions, storage keys."""
-        return self.run_step("storage_verification", self._storage)
-
-    def _storage(self) -> Outcome:
         storage = live_storage(self.profile, kind=self.values["storage_kind"])
         results: list[CheckResult] = []
         manifest = None
@@ -107,11 +126,19 @@ class VerifyRestore(Runbook):
             backups, selection=self.values["storage_backup"], before=self.failure_time
         ).manifest
 
+    @step(
+        "application_verification",
+        title="Application verification",
+        what="""`GET /health`, log in, create a content job (only with `confirm = True`: it writes), download
+        an artifact, and the application's logs since the restore (`docker compose logs api | grep -i
+        error` / `warning`).""",
+        why="""Users see the application, not the data: this is the last proof that the restore is complete
+        before the incident is closed.""",
+        if_fails="""Keep the incident open. Read the log lines the checks quote; a failing login or job usually
+        points at the database or Redis, a failing download at the storage.""",
+        roll_back="Nothing to roll back: the test job is ordinary data.",
+    )
     def application_verification(self) -> Outcome:
-        """Health, log in, create a job, download a file, and the logs since the restore."""
-        return self.run_step("application_verification", self._application)
-
-    def _application(self) -> Outcome:
         app = self.profile.app
         facts = {"logs since": self.since.isoformat(timespec="seconds")}
         if not self.confirm:  # creating a test job writes to the database: only when confirmed
@@ -124,3 +151,21 @@ class VerifyRestore(Runbook):
             *log_checks(self.profile, since=self.since),
         ]
         return Outcome("Application verification", facts=facts, checks=Checks(results))
+
+
+# -- drills ---------------------------------------------------------------------------------
+def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
+    """verify_restore on its own injects nothing: it checks the stack as it is."""
+    return DrillSetup(fault="none (verification only)", failure_time=utcnow())
+
+
+SCENARIO = Scenario(
+    id="verify_restore",
+    runbook=VerifyRestore,
+    summary="The whole Verify Restore Procedure (database, storage, application), runnable on its own after "
+    "any restore. Drills run it as their last stage.",
+    stage=stage,
+    rto_kind=None,
+    rpo_component=None,
+    verify_after=False,
+)
