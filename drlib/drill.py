@@ -32,7 +32,7 @@ from drlib.checks import CheckResult, check
 from drlib.config import SANDBOX_PROFILE, Profile, load_profile, project_root, reports_dir
 from drlib.evidence import error_info, load_evidence, utcnow
 from drlib.exceptions import DrillInterrupted, DrillRefused, DrlibError, ParameterError
-from drlib.execute import Execution, execute_notebook
+from drlib.execute import execute_notebook
 from drlib.faults import ensure_drill_target
 from drlib.interrupts import signals_deferred, signals_interrupt
 from drlib.lock import StackLock, acquire
@@ -388,9 +388,9 @@ def build_results(
     stack_state: dict[str, str] = {}
     stage_error: ErrorInfo | None = None
     for index, stage in enumerate(record.stages):
-        evidence = load_evidence(folder / stage.evidence)
-        if evidence is None:
-            continue
+        evidence = load_evidence(folder / stage.evidence) or Evidence(
+            scenario=stage.name, environment=record.environment, started_at=record.started_at
+        )
         if index == 0:
             facts = evidence.facts
         stack_state.update(evidence.facts.get("stack_state", {}))
@@ -540,6 +540,7 @@ def results_summary(results: DrillResults) -> list[str]:
     if results.data_loss:
         lost = ", ".join(f"{k} {v.lost}/{v.written_after_backup}" for k, v in results.data_loss.items())
         lines.append(f"data lost (written after the backup): {lost}")
-    lines.append(f"checks: {len(results.checks)}, failing: {len(results.failing_checks)}, warnings: "
-                 f"{len(results.warnings)}")
+    lines.append(
+        f"checks: {len(results.checks)}, failing: {len(results.failing_checks)}, warnings: {len(results.warnings)}"
+    )
     return lines

@@ -119,7 +119,7 @@ class DrillLocked(DrlibError):
     code = "locked"
 
 
-class DrillInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error of drlib
+class DrillInterrupted(BaseException):
     """A drill received SIGINT, SIGTERM or SIGHUP; raised in the main thread to unwind it cleanly."""
 
     def __init__(self, signal_name: str) -> None:

@@ -101,8 +101,9 @@ def summary_html(results: DrillResults) -> str:
     if results.lock and results.lock.get("took_over_stale"):
         stale = results.lock["took_over_stale"]
         parts.append(
-            f"<p>The drill lock was taken over from a run that no longer held it (pid {html.escape(str(stale.get('pid')))}"
-            f" on {html.escape(str(stale.get('host')))}, started {html.escape(str(stale.get('started_at')))}).</p>"
+            "<p>The drill lock was taken over from a run that no longer held it "
+            f"(pid {html.escape(str(stale.get('pid')))} on {html.escape(str(stale.get('host')))}, "
+            f"started {html.escape(str(stale.get('started_at')))}).</p>"
         )
     backup_name = (results.backup or {}).get("name", "none")
     parts.append(
@@ -127,8 +128,14 @@ def summary_html(results: DrillResults) -> str:
 def notebook_html(path: Path) -> str:
     if not path.is_file():
         return "<p>The notebook did not produce an output file.</p>"
-    notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
-    body, _ = HTMLExporter(template_name="basic").from_notebook_node(notebook)  # type: ignore[no-untyped-call]
+    try:
+        notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
+        body, _ = HTMLExporter(template_name="basic").from_notebook_node(notebook)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # a notebook cut short by a kill is often half-written: say so, keep the report
+        return (
+            f"<p>The executed notebook {html.escape(path.name)} could not be read ({html.escape(type(exc).__name__)}): "
+            "the run was cut short while papermill was writing it.</p>"
+        )
     return str(body)
 
 

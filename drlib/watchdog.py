@@ -22,7 +22,7 @@ import psutil
 
 from drlib.processes import kill_marked, without_marker
 
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.1
 
 
 def same_process_alive(pid: int, create_time: float) -> bool:

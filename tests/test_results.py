@@ -30,7 +30,7 @@ def test_a_results_json_written_before_schema_versions_still_loads() -> None:
 
 def test_something_that_is_not_results_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text('{"scenario": 3}')
-    with pytest.raises(ResultsUnreadable, match="not a readable drlib results.json"):
+    with pytest.raises(ResultsUnreadable, match=r"not a readable drlib results\.json"):
         DrillResults.load(tmp_path / "results.json")
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 SOURCE_NOTEBOOKS = Path(__file__).resolve().parent.parent.parent / "notebooks"
 
+
 def parse_failure_time(value: str) -> datetime:
     """An ISO 8601 time (UTC when no zone is given); empty means now."""
     if not value:
