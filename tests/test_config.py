@@ -67,7 +67,7 @@ def test_an_unknown_key_in_a_profile_is_refused(tmp_path: Path, monkeypatch: pyt
     config = tmp_path / "drlib.toml"
     config.write_text("[profiles.bad.database]\nhots = 'typo'\n")
     monkeypatch.setenv("DRLIB_CONFIG", str(config))
-    with pytest.raises(ConfigError, match="unknown keys \\['hots'\\]"):
+    with pytest.raises(ConfigError, match="unknown key 'hots' in \\[profiles.bad.database\\] of .*drlib.toml: did you mean 'host'\\?"):
         load_profile("bad")
 
 
