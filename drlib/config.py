@@ -47,9 +47,9 @@ CONFIG_FILE_NAME = "drlib.toml"
 SANDBOX_PROFILE = "sandbox"
 
 #: The runbook's RPO table (seconds).
-RUNBOOK_RPO_SECONDS = {"postgres": 24 * 3600, "redis": 3600, "storage": 24 * 3600}
+RUNBOOK_RPO_SECONDS: dict[str, float] = {"postgres": 24 * 3600, "redis": 3600, "storage": 24 * 3600}
 #: The runbook's RTO table (seconds).
-RUNBOOK_RTO_SECONDS = {
+RUNBOOK_RTO_SECONDS: dict[str, float] = {
     "database_loss": 4 * 3600,
     "storage_loss": 2 * 3600,
     "full_system_loss": 8 * 3600,
@@ -363,10 +363,11 @@ def _profile_tables(data: dict[str, Any], path: Path) -> dict[str, dict[str, Any
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in {path}{_did_you_mean(unknown[0], ['profiles'])}")
     profiles = data.get("profiles", {})
-    bad = [name for name, table in profiles.items() if not isinstance(table, dict)] if isinstance(profiles, dict) else []
-    if not isinstance(profiles, dict) or bad:
-        where = f"profiles.{bad[0]}" if bad else "profiles"
-        raise ConfigError(f"{path}: {where} must be a table: write [{where}] followed by its keys")
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: profiles must be a table: write [profiles.<name>] followed by its keys")
+    bad = [name for name, table in profiles.items() if not isinstance(table, dict)]
+    if bad:
+        raise ConfigError(f"{path}: profiles.{bad[0]} must be a table: write [profiles.{bad[0]}] followed by its keys")
     return profiles
 
 
@@ -445,11 +446,14 @@ def load_profile(name: str | None = None, *, root: Path | None = None) -> Profil
     else:
         overrides = env_overrides()
         sources.extend((variable, table) for variable, table in overrides.tables)
-    table: dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     for _, layer in sources:
-        table = _merge(table, layer)
-    profile = _validate(name, table, root=root, sources=sources)
-    secrets = {profile.database.password_secret: overrides.database_password, profile.redis.password_secret: overrides.redis_password}
+        merged = _merge(merged, layer)
+    profile = _validate(name, merged, root=root, sources=sources)
+    secrets = {
+        profile.database.password_secret: overrides.database_password,
+        profile.redis.password_secret: overrides.redis_password,
+    }
     values = {key: value for key, value in secrets.items() if value is not None}
     return dataclasses.replace(profile, url_secrets=SecretValues(values)) if values else profile
 
@@ -500,9 +504,9 @@ def _did_you_mean(word: str, candidates: Any) -> str:
 
 def _walk(table: Any, loc: tuple[str | int, ...]) -> Iterator[Any]:
     for part in loc:
-        if isinstance(table, dict) and part in table:
-            table = table[part]
-        elif isinstance(table, list) and isinstance(part, int) and part < len(table):
+        found = isinstance(table, dict) and part in table
+        found = found or (isinstance(table, list) and isinstance(part, int) and part < len(table))
+        if found:
             table = table[part]
         else:
             return
@@ -513,8 +517,8 @@ def _source(loc: tuple[str | int, ...], sources: list[tuple[str, dict[str, Any]]
     """The last source (file or variable) that sets ``loc``, else the first one."""
     for where, table in reversed(sources):
         if len(list(_walk(table, loc))) == len(loc):
-            return where
-    return sources[-1][0]
+            return str(where)
+    return str(sources[-1][0])
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:
@@ -542,13 +546,14 @@ def _valid_keys(loc: tuple[str | int, ...]) -> list[str]:
             if inner:
                 cls = inner[0]
                 break
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in _NOT_FILE_KEYS]
-    return ["rpo", "rto"] if cls is Targets else names
+    if cls is Targets:
+        return ["rpo", "rto"]
+    return [f.name for f in dataclasses.fields(cls) if cls is not Profile or f.name not in _NOT_FILE_KEYS]
 
 
 def _unknown_key_problem(name: str, loc: tuple[str | int, ...], sources: list[tuple[str, dict[str, Any]]]) -> str:
     key = str(loc[-1])
-    section = ".".join(["profiles", name, *(str(p) if isinstance(p, str) else f"{p}" for p in loc[:-1])])
+    section = _dotted(("profiles", name, *loc[:-1]))
     return f"unknown key {key!r} in [{section}] of {_source(loc, sources)}{_did_you_mean(key, _valid_keys(loc[:-1]))}"
 
 

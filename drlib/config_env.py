@@ -32,7 +32,8 @@ class UrlOverrides:
 
 def _refuse(variable: str, example: str) -> ConfigError:
     return ConfigError(
-        f"{variable} is not a valid connection URL (expected {example}): {_ENCODE_HINT}, then set {variable} again"
+        f"{variable} is not a valid connection URL (expected the form {example}, with ':password' after the user): "
+        f"{_ENCODE_HINT}, then set {variable} again"
     )
 
 
@@ -62,7 +63,7 @@ def env_overrides() -> UrlOverrides:
     db_password = redis_password = None
     if os.environ.get("DATABASE_URL"):
         url, port = parse_connection_url(
-            "DATABASE_URL", schemes=("postgresql", "postgres"), example="postgresql://user:password@host:5432/database"
+            "DATABASE_URL", schemes=("postgresql", "postgres"), example="postgresql://user@host:5432/database"
         )
         values = {
             "host": url.hostname,
@@ -73,7 +74,7 @@ def env_overrides() -> UrlOverrides:
         tables.append(("DATABASE_URL", {"database": {k: v for k, v in values.items() if v}}))
         db_password = unquote(url.password) if url.password else None
     if os.environ.get("REDIS_URL"):
-        url, port = parse_connection_url("REDIS_URL", schemes=("redis", "rediss"), example="redis://:password@host:6379/0")
+        url, port = parse_connection_url("REDIS_URL", schemes=("redis", "rediss"), example="redis://host:6379/0")
         values = {"host": url.hostname, "port": port}
         tables.append(("REDIS_URL", {"redis": {k: v for k, v in values.items() if v}}))
         redis_password = unquote(url.password) if url.password else None
