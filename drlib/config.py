@@ -333,6 +333,9 @@ def profile_schema() -> dict[str, Any]:
     if not profile["required"]:
         del profile["required"]
     defs["Profile"] = profile
+    targets = defs["Targets"]["properties"]
+    targets["rpo"]["propertyNames"] = {"enum": sorted(RUNBOOK_RPO_SECONDS)}
+    targets["rto"]["propertyNames"] = {"enum": sorted(RUNBOOK_RTO_SECONDS)}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "drlib.toml",
@@ -572,5 +575,6 @@ def _describe(name: str, error: Any, sources: list[tuple[str, dict[str, Any]]]) 
     elif kind == "value_error":
         detail = str(error["msg"]).removeprefix("Value error, ")
     else:
-        detail = f"{error['msg']} (got {given!r})"
+        shown = repr(given) if len(repr(given)) <= 60 else f"{repr(given)[:57]}..."
+        detail = f"{error['msg']} (got {shown})"
     return f"{_source(loc, sources)}: profile {name!r}, {key}: {detail}"

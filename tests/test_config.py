@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -340,6 +341,19 @@ def test_the_profile_schema_describes_what_a_file_may_say() -> None:
     assert schema["$defs"]["StorageSettings"]["properties"]["kind"]["enum"] == ["local", "s3"]
     assert set(schema["$defs"]["Targets"]["properties"]) == {"rpo", "rto"}
     json.dumps(schema)
+
+
+def test_the_projects_profile_files_match_the_schema_and_a_typo_does_not() -> None:
+    import jsonschema
+
+    schema = profile_schema()
+    root = Path(__file__).resolve().parent.parent
+    for path in (root / "drlib.toml", root / "drlib" / "profiles.toml"):
+        jsonschema.validate(tomllib.loads(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError, match="hots"):
+        jsonschema.validate({"profiles": {"x": {"database": {"hots": "db"}}}}, schema)
+    with pytest.raises(jsonschema.ValidationError, match="databse_loss"):
+        jsonschema.validate({"profiles": {"x": {"targets": {"rto": {"databse_loss": "1h"}}}}}, schema)
 
 
 def test_a_profile_converts_to_json_with_paths_as_text() -> None:
