@@ -470,7 +470,8 @@ def _validate(name: str, table: dict[str, Any], *, root: Path, sources: list[tup
     problems = [_unknown_key_problem(name, (key,), sources) for key in _NOT_FILE_KEYS if key in table]
     profile: Profile | None = None
     try:
-        profile = _PROFILE.validate_python({**table, "name": name}, context={"root": root})
+        given = {key: value for key, value in table.items() if key not in _NOT_FILE_KEYS}
+        profile = _PROFILE.validate_python({**given, "name": name}, context={"root": root})
     except ValidationError as exc:
         problems.extend(_describe(name, error, sources) for error in exc.errors(include_url=False))
     if profile is not None:
