@@ -467,7 +467,7 @@ def build_profile(name: str, table: dict[str, Any], *, root: Path) -> Profile:
 
 
 def _validate(name: str, table: dict[str, Any], *, root: Path, sources: list[tuple[str, dict[str, Any]]]) -> Profile:
-    problems = [_unknown_key_problem(name, (key,), sources) for key in _NOT_FILE_KEYS if key in table]
+    problems = [_unknown_key_problem(name, (key,), sources) for key in sorted(_NOT_FILE_KEYS) if key in table]
     profile: Profile | None = None
     try:
         given = {key: value for key, value in table.items() if key not in _NOT_FILE_KEYS}
