@@ -4,32 +4,52 @@ Profiles come from the built-in ``profiles.toml`` (the runbook's "Content Crew" 
 the sandbox), then from the project's ``drlib.toml`` (or ``$DRLIB_CONFIG``), then from
 environment variables (``DATABASE_URL``, ``REDIS_URL``, ``API_URL``, ``S3_ENDPOINT_URL``,
 ``DRLIB_BACKUP_DIR``) for every profile except the sandbox, whose connection details are
-written by ``drlib sandbox up``. Secrets never live in a profile: only the *names* of the
-environment variables (or secrets-file keys) that hold them.
+written by ``drlib sandbox up``. Secrets never live in a profile file: only the *names* of
+the environment variables (or secrets-file keys) that hold them. A password given inside
+``DATABASE_URL``/``REDIS_URL`` is kept in memory on the loaded profile, never in ``os.environ``.
+
+Each profile is validated by pydantic (types, ranges, choices, unknown keys); every problem
+is reported at once in one :class:`~drlib.exceptions.ConfigError` naming file, profile and key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Annotated, Any, Literal
 
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import SkipJsonSchema
+
+from drlib.config_env import UrlOverrides, env_overrides
 from drlib.exceptions import ConfigError, SandboxError, SecretMissing
-from drlib.secrets import lookup_secret, register_secret
+from drlib.secrets import SecretValues, lookup_secret
 
 CONFIG_FILE_NAME = "drlib.toml"
 SANDBOX_PROFILE = "sandbox"
 
 #: The runbook's RPO table (seconds).
-RUNBOOK_RPO_SECONDS = {"postgres": 24 * 3600, "redis": 3600, "storage": 24 * 3600}
+RUNBOOK_RPO_SECONDS: dict[str, float] = {"postgres": 24 * 3600, "redis": 3600, "storage": 24 * 3600}
 #: The runbook's RTO table (seconds).
-RUNBOOK_RTO_SECONDS = {
+RUNBOOK_RTO_SECONDS: dict[str, float] = {
     "database_loss": 4 * 3600,
     "storage_loss": 2 * 3600,
     "full_system_loss": 8 * 3600,
@@ -46,17 +66,18 @@ REDIS_KEY_NOTES = {
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_HINT = "use e.g. '4h', '90m', '30s' or a number of seconds"
 
 
 def parse_duration(value: Any) -> float:
     """``"24h"``, ``"90m"``, ``"30s"`` or a number of seconds, as seconds."""
-    if isinstance(value, bool):
-        raise ConfigError(f"invalid duration {value!r}: use e.g. '4h', '90m' or seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"invalid duration {value!r}: {_DURATION_HINT}")
     if isinstance(value, int | float):
         return float(value)
-    match = _DURATION.match(str(value))
+    match = _DURATION.match(value)
     if not match:
-        raise ConfigError(f"invalid duration {value!r}: use e.g. '4h', '90m', '30s' or seconds")
+        raise ConfigError(f"invalid duration {value!r}: {_DURATION_HINT}")
     return float(match[1]) * _UNIT_SECONDS[match[2]]
 
 
@@ -85,7 +106,52 @@ def reports_dir(root: Path | None = None) -> Path:
     return (root or project_root()) / "reports"
 
 
-@dataclass(frozen=True)
+# --- field types -------------------------------------------------------------------------
+
+
+def _under_root(value: Path, info: ValidationInfo) -> Path:
+    """Resolve a relative path against the project root given in the validation context."""
+    value = value.expanduser()
+    root = (info.context or {}).get("root")
+    return value if root is None or value.is_absolute() else Path(root) / value
+
+
+def _duration_input(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"a duration is not true/false: {_DURATION_HINT}")
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {_DURATION_HINT}")
+        return float(match[1]) * _UNIT_SECONDS[match[2]]
+    return value
+
+
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+ProjectPath = Annotated[Path, AfterValidator(_under_root)]
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration_input),
+    Field(gt=0),
+    WithJsonSchema(
+        {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": _DURATION.pattern}]}
+    ),
+]
+Controller = Literal["sandbox", "compose", "systemd", "shell"]
+StorageKind = Literal["local", "s3"]
+BackupFormat = Literal["custom", "directory"]
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+def _path(default: str) -> Any:
+    return Field(default=Path(default), validate_default=True)
+
+
+# --- the profile ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, config=_STRICT)
 class OrphanCheck:
     """Rows of ``child_table.child_column`` with no ``parent_table.parent_column``."""
 
@@ -96,10 +162,10 @@ class OrphanCheck:
     parent_column: str = "id"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class DatabaseSettings:
     host: str = "localhost"
-    port: int = 5432
+    port: Port = 5432
     user: str = "contentcrew"
     name: str = "content_crew"
     password_secret: str = "PGPASSWORD"
@@ -114,39 +180,39 @@ class DatabaseSettings:
         return f"{self.user}@{self.host}:{self.port}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class BackupSettings:
-    postgres_dir: Path = Path("backups/postgres")
-    storage_dir: Path = Path("backups/storage")
-    redis_dir: Path = Path("backups/redis")
+    postgres_dir: ProjectPath = _path("backups/postgres")
+    storage_dir: ProjectPath = _path("backups/storage")
+    redis_dir: ProjectPath = _path("backups/redis")
     s3_prefix: str = "storage/"
     prefix: str = "content_crew"
-    format: str = "custom"
+    format: BackupFormat = "custom"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class RedisSettings:
     host: str = "localhost"
-    port: int = 6379
+    port: Port = 6379
     password_secret: str = "REDIS_PASSWORD"
-    data_dir: Path | None = None
+    data_dir: ProjectPath | None = None
     dbfilename: str = "dump.rdb"
-    controller: str = "compose"
+    controller: Controller = "compose"
     compose_service: str = "redis"
     compose_file: str | None = None
-    project_dir: Path | None = None
+    project_dir: ProjectPath | None = None
     systemd_unit: str = "redis-server.service"
     start_command: str | None = None
     stop_command: str | None = None
     status_command: str | None = None
     #: key prefix -> what losing those keys costs (the runbook: cache rebuilds, sessions recreate)
-    key_notes: dict[str, str] = field(default_factory=lambda: dict(REDIS_KEY_NOTES))
+    key_notes: dict[str, str] = dataclasses.field(default_factory=lambda: dict(REDIS_KEY_NOTES))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class StorageSettings:
-    kind: str = "local"
-    path: Path = Path("storage")
+    kind: StorageKind = "local"
+    path: ProjectPath = _path("storage")
     bucket: str = "content-crew-storage"
     backups_bucket: str = "backups-bucket"
     endpoint_url: str | None = None
@@ -154,27 +220,51 @@ class StorageSettings:
     secret_key_secret: str = "AWS_SECRET_ACCESS_KEY"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class AppSettings:
-    controller: str = "compose"
+    controller: Controller = "compose"
     base_url: str = "http://localhost:8000"
     health_path: str = "/health"
     compose_service: str = "api"
     compose_file: str | None = None
-    project_dir: Path | None = None
+    project_dir: ProjectPath | None = None
     systemd_unit: str = "content-crew-api.service"
     start_command: str | None = None
     stop_command: str | None = None
     status_command: str | None = None
-    log_file: Path | None = None
+    log_file: ProjectPath | None = None
     test_account_email: str = "test@example.com"
     test_account_password_secret: str = "DRLIB_TEST_ACCOUNT_PASSWORD"
 
 
-@dataclass(frozen=True)
+def _known_names(values: dict[str, float], known: dict[str, float], what: str) -> dict[str, float]:
+    unknown = [name for name in values if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} target {unknown[0]!r}{_did_you_mean(unknown[0], known)}")
+    return {**known, **values}
+
+
+def _rpo_names(values: dict[str, float]) -> dict[str, float]:
+    return _known_names(values, RUNBOOK_RPO_SECONDS, "RPO")
+
+
+def _rto_names(values: dict[str, float]) -> dict[str, float]:
+    return _known_names(values, RUNBOOK_RTO_SECONDS, "RTO")
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Targets:
-    rpo_seconds: dict[str, float] = field(default_factory=lambda: dict(RUNBOOK_RPO_SECONDS))
-    rto_seconds: dict[str, float] = field(default_factory=lambda: dict(RUNBOOK_RTO_SECONDS))
+    """RPO per component and RTO per scenario kind, in seconds (the runbook's tables by default).
+
+    In a profile file they are written ``[targets.rpo]`` / ``[targets.rto]`` with durations.
+    """
+
+    rpo_seconds: Annotated[dict[str, Duration], AfterValidator(_rpo_names)] = Field(
+        default_factory=lambda: dict(RUNBOOK_RPO_SECONDS), validation_alias=AliasChoices("rpo", "rpo_seconds")
+    )
+    rto_seconds: Annotated[dict[str, Duration], AfterValidator(_rto_names)] = Field(
+        default_factory=lambda: dict(RUNBOOK_RTO_SECONDS), validation_alias=AliasChoices("rto", "rto_seconds")
+    )
 
     def rpo(self, component: str) -> float:
         return self.rpo_seconds[component]
@@ -183,28 +273,34 @@ class Targets:
         return self.rto_seconds[scenario_kind]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class Profile:
     """One environment drlib can recover: a sandbox, staging or production."""
 
     name: str
     description: str = ""
-    drill_target: bool = False
+    drill_target: StrictBool = False
     database: DatabaseSettings = DatabaseSettings()
     backups: BackupSettings = BackupSettings()
     redis: RedisSettings = RedisSettings()
     storage: StorageSettings = StorageSettings()
     app: AppSettings = AppSettings()
     targets: Targets = Targets()
-    secrets_file: Path | None = None
+    secrets_file: ProjectPath | None = None
+    #: secrets given inside DATABASE_URL / REDIS_URL (name -> value), kept in memory only
+    url_secrets: SkipJsonSchema[SecretValues] = dataclasses.field(
+        default_factory=SecretValues, repr=False, compare=False
+    )
 
     @property
     def is_sandbox(self) -> bool:
         return self.name == SANDBOX_PROFILE
 
     def secret(self, name: str, *, required: bool = True) -> str | None:
-        """A secret by its variable name, from the environment or the secrets file."""
-        value = lookup_secret(name, secrets_file=self.secrets_file)
+        """A secret by its variable name: from a connection URL, the environment or the secrets file."""
+        value = self.url_secrets.get(name)
+        if value is None:
+            value = lookup_secret(name, secrets_file=self.secrets_file)
         if value is None and required:
             where = f" or in {self.secrets_file}" if self.secrets_file else ""
             raise SecretMissing(f"profile {self.name!r} needs the secret {name}: set it in the environment{where}")
@@ -212,6 +308,45 @@ class Profile:
 
     def database_password(self) -> str | None:
         return self.secret(self.database.password_secret, required=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as JSON-able data (paths as strings); secret values never appear."""
+        data = dataclasses.asdict(self)
+        data.pop("url_secrets", None)
+        jsonable: dict[str, Any] = json.loads(json.dumps(data, default=str))
+        return jsonable
+
+
+_PROFILE = TypeAdapter(Profile)
+#: keys of a profile table that come from elsewhere, never from a file
+_NOT_FILE_KEYS = frozenset({"name", "url_secrets"})
+_BACKUP_DIRS = ("postgres_dir", "storage_dir", "redis_dir")
+
+
+def profile_schema() -> dict[str, Any]:
+    """JSON Schema of a ``drlib.toml`` file: ``[profiles.<name>]`` tables of profile keys."""
+    profile = _PROFILE.json_schema()
+    defs = profile.pop("$defs", {})
+    for key in _NOT_FILE_KEYS:
+        profile["properties"].pop(key, None)
+    profile["required"] = [k for k in profile.get("required", []) if k not in _NOT_FILE_KEYS]
+    if not profile["required"]:
+        del profile["required"]
+    defs["Profile"] = profile
+    targets = defs["Targets"]["properties"]
+    targets["rpo"]["propertyNames"] = {"enum": sorted(RUNBOOK_RPO_SECONDS)}
+    targets["rto"]["propertyNames"] = {"enum": sorted(RUNBOOK_RTO_SECONDS)}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "drlib.toml",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"profiles": {"type": "object", "additionalProperties": {"$ref": "#/$defs/Profile"}}},
+        "$defs": defs,
+    }
+
+
+# --- files -----------------------------------------------------------------------------------
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -222,9 +357,20 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the file and retry.") from exc
 
 
-def _builtin_profiles() -> dict[str, Any]:
-    text = resources.files("drlib").joinpath("profiles.toml").read_text(encoding="utf-8")
-    profiles: dict[str, Any] = tomllib.loads(text).get("profiles", {})
+def _builtin_path() -> Path:
+    return Path(str(resources.files("drlib").joinpath("profiles.toml")))
+
+
+def _profile_tables(data: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    unknown = [key for key in data if key != "profiles"]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {path}{_did_you_mean(unknown[0], ['profiles'])}")
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: profiles must be a table: write [profiles.<name>] followed by its keys")
+    bad = [name for name, table in profiles.items() if not isinstance(table, dict)]
+    if bad:
+        raise ConfigError(f"{path}: profiles.{bad[0]} must be a table: write [profiles.{bad[0]}] followed by its keys")
     return profiles
 
 
@@ -238,12 +384,21 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def available_profiles(root: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Raw profile tables: built-in ones merged with the project's config file."""
-    profiles = _builtin_profiles()
+def _layers(root: Path | None) -> list[tuple[Path, dict[str, dict[str, Any]]]]:
+    """(file, profile tables) for the built-in profiles, then the project's config file."""
+    builtin = _builtin_path()
+    layers = [(builtin, _profile_tables(tomllib.loads(builtin.read_text(encoding="utf-8")), builtin))]
     config_path = _config_path(root)
     if config_path is not None:
-        for name, table in _load_toml(config_path).get("profiles", {}).items():
+        layers.append((config_path, _profile_tables(_load_toml(config_path), config_path)))
+    return layers
+
+
+def available_profiles(root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Raw profile tables: built-in ones merged with the project's config file."""
+    profiles: dict[str, dict[str, Any]] = {}
+    for _, tables in _layers(root):
+        for name, table in tables.items():
             profiles[name] = _merge(profiles.get(name, {}), table)
     return profiles
 
@@ -258,124 +413,169 @@ def _config_path(root: Path | None) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-_SECTIONS: dict[str, type] = {
-    "database": DatabaseSettings,
-    "backups": BackupSettings,
-    "redis": RedisSettings,
-    "storage": StorageSettings,
-    "app": AppSettings,
-}
-_PATH_FIELDS = {"postgres_dir", "storage_dir", "redis_dir", "path", "project_dir", "log_file", "data_dir"}
-
-
-def _build_section(cls: type, table: dict[str, Any], root: Path, profile: str, section: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(
-            f"profile {profile!r} section [{section}] has unknown keys {sorted(unknown)}; known keys: {sorted(known)}"
-        )
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key in _PATH_FIELDS and value is not None:
-            path = Path(str(value)).expanduser()
-            values[key] = path if path.is_absolute() else root / path
-        elif key == "tables":
-            values[key] = tuple(value)
-        elif key == "orphan_checks":
-            values[key] = tuple(OrphanCheck(**item) for item in value)
-        else:
-            values[key] = value
-    return cls(**values)
-
-
-def _apply_env_overrides(table: dict[str, Any]) -> dict[str, Any]:
-    table = {k: dict(v) if isinstance(v, dict) else v for k, v in table.items()}
-    if os.environ.get("DATABASE_URL"):
-        url = urlsplit(os.environ["DATABASE_URL"])
-        db = table.setdefault("database", {})
-        db.update(
-            {
-                k: v
-                for k, v in {
-                    "host": url.hostname,
-                    "port": url.port,
-                    "user": url.username and unquote(url.username),
-                    "name": url.path.lstrip("/") or None,
-                }.items()
-                if v
-            }
-        )
-        if url.password:
-            register_secret(unquote(url.password))
-            os.environ.setdefault(db.get("password_secret", "PGPASSWORD"), unquote(url.password))
-    if os.environ.get("REDIS_URL"):
-        url = urlsplit(os.environ["REDIS_URL"])
-        redis = table.setdefault("redis", {})
-        redis.update({k: v for k, v in {"host": url.hostname, "port": url.port}.items() if v})
-        if url.password:
-            register_secret(unquote(url.password))
-            os.environ.setdefault(redis.get("password_secret", "REDIS_PASSWORD"), unquote(url.password))
-    if os.environ.get("API_URL"):
-        table.setdefault("app", {})["base_url"] = os.environ["API_URL"]
-    if os.environ.get("S3_ENDPOINT_URL"):
-        table.setdefault("storage", {})["endpoint_url"] = os.environ["S3_ENDPOINT_URL"]
-    if os.environ.get("DRLIB_BACKUP_DIR"):
-        table.setdefault("backups", {})["postgres_dir"] = os.environ["DRLIB_BACKUP_DIR"]
-    return table
-
-
-def _sandbox_overrides(root: Path) -> dict[str, Any]:
+def _sandbox_overrides(root: Path) -> tuple[Path, dict[str, Any]]:
     connection = state_dir(root) / "sandbox" / "connection.json"
     if not connection.is_file():
         raise SandboxError(
             f"the sandbox is not running (no connection details at {connection}): start it with `drlib sandbox up`"
         )
-    data: dict[str, Any] = json.loads(connection.read_text(encoding="utf-8"))
-    profile: dict[str, Any] = data["profile"]
-    return profile
+    try:
+        data = json.loads(connection.read_text(encoding="utf-8"))
+        profile: dict[str, Any] = data["profile"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SandboxError(f"{connection} is unreadable: restart the sandbox with `drlib sandbox up`") from exc
+    return connection, profile
+
+
+# --- loading ---------------------------------------------------------------------------------
 
 
 def load_profile(name: str | None = None, *, root: Path | None = None) -> Profile:
-    """The named profile (default ``$DRLIB_PROFILE`` or ``sandbox``), fully resolved."""
+    """The named profile (default ``$DRLIB_PROFILE`` or ``sandbox``), fully resolved and validated."""
     root = root or project_root()
     name = name or os.environ.get("DRLIB_PROFILE") or SANDBOX_PROFILE
-    profiles = available_profiles(root)
-    if name not in profiles:
+    layers = _layers(root)
+    sources: list[tuple[str, dict[str, Any]]] = [(str(p), t[name]) for p, t in layers if name in t]
+    if not sources:
+        known = sorted({n for _, tables in layers for n in tables})
         raise ConfigError(
-            f"unknown profile {name!r}; known profiles: {', '.join(sorted(profiles))}. "
+            f"unknown profile {name!r}; known profiles: {', '.join(known)}. "
             f"Add [profiles.{name}] to {root / CONFIG_FILE_NAME}"
         )
-    table = profiles[name]
+    overrides = UrlOverrides()
     if name == SANDBOX_PROFILE:
-        table = _merge(table, _sandbox_overrides(root))
+        connection, table = _sandbox_overrides(root)
+        sources.append((str(connection), table))
     else:
-        table = _apply_env_overrides(table)
-    return build_profile(name, table, root=root)
+        overrides = env_overrides()
+        sources.extend((variable, table) for variable, table in overrides.tables)
+    merged: dict[str, Any] = {}
+    for _, layer in sources:
+        merged = _merge(merged, layer)
+    profile = _validate(name, merged, root=root, sources=sources)
+    secrets = {
+        profile.database.password_secret: overrides.database_password,
+        profile.redis.password_secret: overrides.redis_password,
+    }
+    values = {key: value for key, value in secrets.items() if value is not None}
+    return dataclasses.replace(profile, url_secrets=SecretValues(values)) if values else profile
 
 
 def build_profile(name: str, table: dict[str, Any], *, root: Path) -> Profile:
     """A :class:`Profile` from a raw TOML table (relative paths resolved against ``root``)."""
-    known = {"description", "drill_target", "targets", "secrets_file", *_SECTIONS}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"profile {name!r} has unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    sections = {key: _build_section(cls, table.get(key, {}), root, name, key) for key, cls in _SECTIONS.items()}
-    targets_table = table.get("targets", {})
-    targets = Targets(
-        rpo_seconds={**RUNBOOK_RPO_SECONDS, **{k: parse_duration(v) for k, v in targets_table.get("rpo", {}).items()}},
-        rto_seconds={**RUNBOOK_RTO_SECONDS, **{k: parse_duration(v) for k, v in targets_table.get("rto", {}).items()}},
-    )
-    secrets_file = table.get("secrets_file")
-    secrets_path = None
-    if secrets_file:
-        secrets_path = Path(secrets_file)
-        secrets_path = secrets_path if secrets_path.is_absolute() else root / secrets_path
-    return Profile(
-        name=name,
-        description=str(table.get("description", "")),
-        drill_target=bool(table.get("drill_target", False)),
-        targets=targets,
-        secrets_file=secrets_path,
-        **sections,
-    )
+    return _validate(name, table, root=root, sources=[("profile table", table)])
+
+
+def _validate(name: str, table: dict[str, Any], *, root: Path, sources: list[tuple[str, dict[str, Any]]]) -> Profile:
+    problems = [_unknown_key_problem(name, (key,), sources) for key in sorted(_NOT_FILE_KEYS) if key in table]
+    profile: Profile | None = None
+    try:
+        given = {key: value for key, value in table.items() if key not in _NOT_FILE_KEYS}
+        profile = _PROFILE.validate_python({**given, "name": name}, context={"root": root})
+    except ValidationError as exc:
+        problems.extend(_describe(name, error, sources) for error in exc.errors(include_url=False))
+    if profile is not None:
+        for key in _BACKUP_DIRS:
+            path: Path = getattr(profile.backups, key)
+            if path.is_file():
+                where = _source(("backups", key), sources)
+                problems.append(
+                    f"{where}: profile {name!r}, backups.{key}: {path} is a file, not a folder: "
+                    f"point {key} at a folder (drlib creates it when missing)"
+                )
+    if len(problems) == 1:
+        end = " " if problems[0].endswith(("?", ".")) else ". "
+        raise ConfigError(f"{problems[0]}{end}Fix it and retry.")
+    if problems:
+        listed = "\n".join(f"- {p}" for p in problems)
+        raise ConfigError(f"profile {name!r} has {len(problems)} problems:\n{listed}\nFix them and retry.")
+    assert profile is not None
+    return profile
+
+
+# --- error messages ------------------------------------------------------------------------
+
+
+def _did_you_mean(word: str, candidates: Any) -> str:
+    import difflib
+
+    names = sorted(str(c) for c in candidates)
+    close = difflib.get_close_matches(word, names, n=1)
+    if close:
+        return f": did you mean {close[0]!r}?"
+    return f"; valid keys: {', '.join(names)}"
+
+
+def _walk(table: Any, loc: tuple[str | int, ...]) -> Iterator[Any]:
+    for part in loc:
+        found = isinstance(table, dict) and part in table
+        found = found or (isinstance(table, list) and isinstance(part, int) and part < len(table))
+        if found:
+            table = table[part]
+        else:
+            return
+        yield table
+
+
+def _source(loc: tuple[str | int, ...], sources: list[tuple[str, dict[str, Any]]]) -> str:
+    """The last source (file or variable) that sets ``loc``, else the first one."""
+    for where, table in reversed(sources):
+        if len(list(_walk(table, loc))) == len(loc):
+            return str(where)
+    return str(sources[-1][0])
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _valid_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """Field names (as written in files) of the dataclass found at ``loc`` under Profile."""
+    import typing
+
+    cls: Any = Profile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        hints = typing.get_type_hints(cls)
+        target: Any = hints.get(part)
+        for arg in (target, *typing.get_args(target)):
+            if dataclasses.is_dataclass(arg):
+                cls = arg
+                break
+            inner = [a for a in typing.get_args(arg) if dataclasses.is_dataclass(a)]
+            if inner:
+                cls = inner[0]
+                break
+    if cls is Targets:
+        return ["rpo", "rto"]
+    return [f.name for f in dataclasses.fields(cls) if cls is not Profile or f.name not in _NOT_FILE_KEYS]
+
+
+def _unknown_key_problem(name: str, loc: tuple[str | int, ...], sources: list[tuple[str, dict[str, Any]]]) -> str:
+    key = str(loc[-1])
+    section = _dotted(("profiles", name, *loc[:-1]))
+    return f"unknown key {key!r} in [{section}] of {_source(loc, sources)}{_did_you_mean(key, _valid_keys(loc[:-1]))}"
+
+
+def _describe(name: str, error: Any, sources: list[tuple[str, dict[str, Any]]]) -> str:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    kind = error["type"]
+    if kind in {"unexpected_keyword_argument", "extra_forbidden"}:
+        return _unknown_key_problem(name, loc, sources)
+    key = _dotted(loc)
+    given = error.get("input")
+    if kind == "bool_type":
+        word = str(given).strip().lower() if str(given).strip().lower() in {"true", "false"} else "true"
+        detail = f"must be a TOML boolean, not {given!r}: write {loc[-1]} = {word} without quotes"
+    elif kind == "missing":
+        detail = "is required"
+    elif kind == "value_error":
+        detail = str(error["msg"]).removeprefix("Value error, ")
+    else:
+        shown = repr(given) if len(repr(given)) <= 60 else f"{repr(given)[:57]}..."
+        detail = f"{error['msg']} (got {shown})"
+    return f"{_source(loc, sources)}: profile {name!r}, {key}: {detail}"

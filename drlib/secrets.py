@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 MASK = "****"
 
@@ -44,6 +46,42 @@ def redact(text: str) -> str:
         text = text.replace(value, MASK)
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}{m['q']}{MASK}", text)
+
+
+class SecretValues(Mapping[str, str]):
+    """Secret name -> value, kept in memory; its repr and str show the names only.
+
+    Not a ``dict``: ``dataclasses.asdict`` copies it whole, so JSON written with
+    ``default=str`` shows ``SecretValues(names=[...])`` and never a value.
+    """
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self._values = dict(values or {})
+        for value in self._values.values():
+            register_secret(value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"SecretValues(names={sorted(self._values)})"
+
+    __str__ = __repr__
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SecretValues:
+        return self
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.is_instance_schema(cls)
 
 
 def looks_like_secret_name(name: str) -> bool:

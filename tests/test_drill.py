@@ -138,7 +138,7 @@ def test_no_secret_appears_in_anything_a_drill_writes(healthy_sandbox) -> None: 
 @pytest.mark.slow
 def test_a_drill_with_a_failing_check_exits_non_zero_and_reports_it(healthy_sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
     config = tmp_path / "drlib.toml"
-    config.write_text('[profiles.sandbox.targets.rto]\ndatabase_loss = "0s"\n')
+    config.write_text('[profiles.sandbox.targets.rto]\ndatabase_loss = "0.001s"\n')
     before = report_folders()
     result = drill("postgres_database_loss", env={"DRLIB_CONFIG": str(config)})
     assert result.exit_code == 1
