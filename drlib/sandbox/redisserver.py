@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from drlib.processes import is_alive, spawn, stop_pid, wait_for_port
+from drlib.processes import ProcessRecord, is_ours, read_record, spawn, stop_process, wait_for_port, write_record
 from drlib.redis.connection import redis_server_program
 
 
@@ -22,7 +22,8 @@ class RedisServer:
 
     @property
     def pidfile(self) -> Path:
-        return self.workdir / "redis.pid"
+        """The server's process record (pid, create time, executable), written by :meth:`start`."""
+        return self.workdir / "redis.process.json"
 
     def write_config(self, password: str) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -31,24 +32,23 @@ class RedisServer:
             handle.write(
                 f"port {self.port}\nbind 127.0.0.1\nprotected-mode yes\n"
                 f'dir {self.workdir}\ndbfilename dump.rdb\nsave ""\nappendonly no\n'
-                f"pidfile {self.pidfile}\nrequirepass {password}\n"
+                f"requirepass {password}\n"
             )
 
     def pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        """The server's pid, only while the recorded process is still ours (see ``is_ours``)."""
+        record = read_record(self.pidfile)
+        return record.pid if record is not None and is_ours(record) else None
 
     def running(self) -> bool:
-        return is_alive(self.pid())
+        return self.pid() is not None
 
-    def start(self, *, timeout: float = 30) -> int:
-        pid = spawn([redis_server_program(), str(self.config_file)], log=self.log)
-        self.pidfile.write_text(str(pid))
+    def start(self, *, timeout: float = 30) -> ProcessRecord:
+        record = spawn([redis_server_program(), str(self.config_file)], log=self.log)
+        write_record(self.pidfile, record)
         wait_for_port(self.port, what="Redis", timeout=timeout, log=self.log)
-        return pid
+        return record
 
     def stop(self) -> None:
-        stop_pid(self.pid(), timeout=15)
-        self.pidfile.unlink(missing_ok=True)
+        stop_process(read_record(self.pidfile), timeout=15)  # a stale record is never signalled
+        write_record(self.pidfile, None)
