@@ -124,7 +124,7 @@ def test_a_stale_pid_file_entry_never_signals_the_process_now_holding_that_pid(
     reused = {"pid": stranger.pid, "create_time": live.create_time - 3600, "exe": live.exe}  # ours died, pid reused
     (box.folder / "pids.json").write_text(json.dumps({"api": reused, "s3": stranger.pid}))  # s3: an old bare pid
     (box.folder / "redis").mkdir()
-    box.redis().pidfile.write_text(json.dumps(reused))
+    box.redis().legacy_pidfile.write_text(str(stranger.pid))  # Redis: a bare pid file from an older drlib
     # postmaster.pid: pid, data directory, start time (epoch seconds), port
     (pgdata / "postmaster.pid").write_text(f"{stranger.pid}\n{pgdata}\n{int(live.create_time) - 3600}\n1\n")
     status = box.status()
@@ -152,6 +152,20 @@ def test_a_pid_file_naming_a_live_process_of_another_program_is_stale(tmp_path: 
     assert stranger.is_running()
     box.redis().pidfile.write_text(json.dumps(live.to_dict()))  # the exact record: that one *is* ours
     assert box.redis().pid() == stranger.pid
+
+
+def test_a_bare_pid_from_an_older_drlib_counts_only_when_it_is_this_sandboxs_service(
+    healthy_sandbox: Sandbox, stranger: psutil.Process
+) -> None:
+    pids_file = healthy_sandbox.folder / "pids.json"
+    recorded = json.loads(pids_file.read_text())
+    try:
+        pids_file.write_text(json.dumps({**recorded, "api": recorded["api"]["pid"]}))
+        assert healthy_sandbox.api_running()
+        pids_file.write_text(json.dumps({**recorded, "api": stranger.pid}))
+        assert not healthy_sandbox.api_running()
+    finally:
+        pids_file.write_text(json.dumps(recorded))
 
 
 def test_a_second_operator_waiting_too_long_is_told_the_holders_pid(tmp_path: Path) -> None:

@@ -6,7 +6,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from drlib.processes import ProcessRecord, is_ours, read_record, spawn, stop_process, wait_for_port, write_record
+import psutil
+
+from drlib.processes import (
+    ProcessRecord,
+    is_ours,
+    read_record,
+    record_of,
+    spawn,
+    stop_process,
+    wait_for_port,
+    write_record,
+)
 from drlib.redis.connection import redis_server_program
 
 
@@ -35,10 +46,33 @@ class RedisServer:
                 f"requirepass {password}\n"
             )
 
-    def pid(self) -> int | None:
-        """The server's pid, only while the recorded process is still ours (see ``is_ours``)."""
+    @property
+    def legacy_pidfile(self) -> Path:
+        """The bare pid file drlib wrote before process records (read only to stop such a server)."""
+        return self.workdir / "redis.pid"
+
+    def record(self) -> ProcessRecord | None:
+        """The running server when it is the one we started (see ``is_ours``); None otherwise."""
         record = read_record(self.pidfile)
-        return record.pid if record is not None and is_ours(record) else None
+        if record is None and not self.pidfile.exists():
+            record = self._legacy_record()
+        return record if record is not None and is_ours(record) else None
+
+    def pid(self) -> int | None:
+        record = self.record()
+        return record.pid if record else None
+
+    def _legacy_record(self) -> ProcessRecord | None:
+        """A bare pid counts only if that process is a redis-server on our port (its title shows it)."""
+        try:
+            pid = int(self.legacy_pidfile.read_text().strip())
+            process = psutil.Process(pid)
+            title = " ".join(process.cmdline())
+            exe = Path(process.exe()).name
+        except (OSError, ValueError, psutil.Error):
+            return None
+        ours = exe.startswith("redis-server") and f":{self.port}" in title
+        return record_of(pid) if ours else None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -50,5 +84,6 @@ class RedisServer:
         return record
 
     def stop(self) -> None:
-        stop_process(read_record(self.pidfile), timeout=15)  # a stale record is never signalled
+        stop_process(self.record(), timeout=15)  # a stale record is never signalled
         write_record(self.pidfile, None)
+        self.legacy_pidfile.unlink(missing_ok=True)

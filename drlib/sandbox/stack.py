@@ -26,12 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 import psycopg
 import redis
 
 from drlib.config import Profile, project_root, state_dir
 from drlib.exceptions import SandboxError
-from drlib.processes import ProcessRecord, free_port, is_ours, port_is_open, spawn, stop_process, wait_for_port
+from drlib.processes import (
+    ProcessRecord,
+    free_port,
+    is_ours,
+    port_is_open,
+    record_of,
+    spawn,
+    stop_process,
+    wait_for_port,
+)
 from drlib.sandbox import lock, seed
 from drlib.sandbox.health import probe_api, probe_postgres, probe_redis, probe_s3
 from drlib.sandbox.pgserver import PostgresServer, data_parent
@@ -155,9 +165,30 @@ class Sandbox:
             return {}
 
     def _pids(self) -> dict[str, ProcessRecord]:
-        """The recorded processes; an entry in another format (e.g. a bare pid) is dropped as stale."""
-        records = {k: ProcessRecord.from_dict(v) for k, v in self._read_json(self._pids_file()).items()}
-        return {k: v for k, v in records.items() if v is not None}
+        """The recorded processes. A bare pid (written by drlib before records existed) is kept only
+        when the live process's command line shows it is this sandbox's service; otherwise it is stale."""
+        records: dict[str, ProcessRecord] = {}
+        for name, value in self._read_json(self._pids_file()).items():
+            record = ProcessRecord.from_dict(value)
+            if record is None and isinstance(value, int):
+                record = self._legacy_record(name, value)
+            if record is not None:
+                records[name] = record
+        return records
+
+    def _legacy_record(self, name: str, pid: int) -> ProcessRecord | None:
+        try:
+            cmdline = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            return None
+        if name == "api":
+            ours = "drlib.sandbox.api" in cmdline and str(self.connection_file) in cmdline
+        elif name == "s3":
+            port = str(self._ports().get("s3", ""))
+            ours = "drlib.sandbox.s3server" in cmdline and port in cmdline
+        else:
+            ours = False
+        return record_of(pid) if ours else None
 
     def _save_pid(self, name: str, record: ProcessRecord | None) -> None:
         pids = self._pids()
