@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import signal
@@ -10,13 +11,16 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from drlib.exceptions import SandboxError
 
 UNPRIVILEGED_USERS = ("postgres", "nobody")
+CREATE_TIME_TOLERANCE = 0.05  # seconds; psutil derives create times from clock ticks since boot
 
 
 def free_port(preferred: int | None = None) -> int:
@@ -137,8 +141,8 @@ def spawn(
     user: pwd.struct_passwd | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-) -> int:
-    """Start a long-running server detached from this process; return its pid."""
+) -> ProcessRecord:
+    """Start a long-running server detached from this process; return its record (pid, create time, exe)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         try:
@@ -156,10 +160,15 @@ def spawn(
             )
         except FileNotFoundError as exc:
             raise SandboxError(f"cannot start {argv[0]}: it is not installed or not on PATH") from exc
-    return process.pid
+    # Popen returns after the exec, so the identity read here is the server's own
+    record = record_of(process.pid)
+    if record is None:
+        raise SandboxError(f"{argv[0]} exited as soon as it started{log_tail(log)}")
+    return record
 
 
 def is_alive(pid: int | None) -> bool:
+    """Whether *some* process with this pid lives (not whether it is ours: see :func:`is_ours`)."""
     if not pid:
         return False
     try:
@@ -169,12 +178,80 @@ def is_alive(pid: int | None) -> bool:
         return False
 
 
-def stop_pid(pid: int | None, *, timeout: float = 20, sig: int = signal.SIGTERM) -> None:
-    """Stop a process and its children: ``sig`` first, SIGKILL after ``timeout``."""
-    if not is_alive(pid):
-        return
-    assert pid is not None
-    kill_tree(pid, timeout=timeout, sig=sig)
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process drlib started: its pid plus what tells it apart from a later process reusing the pid."""
+
+    pid: int
+    create_time: float
+    exe: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "create_time": self.create_time, "exe": self.exe}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ProcessRecord | None:
+        """The record in ``data``; None for anything else (a bare pid from an older drlib is not trusted)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(pid=int(data["pid"]), create_time=float(data["create_time"]), exe=str(data.get("exe", "")))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def record_of(pid: int) -> ProcessRecord | None:
+    """The identity of the live process ``pid`` (None when it is gone)."""
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            create_time = process.create_time()
+            try:
+                exe = process.exe()
+            except (psutil.AccessDenied, psutil.ZombieProcess):
+                exe = ""
+    except psutil.NoSuchProcess:
+        return None
+    return ProcessRecord(pid=pid, create_time=create_time, exe=exe)
+
+
+def is_ours(record: ProcessRecord | None) -> bool:
+    """Whether the live process with ``record.pid`` is the very process recorded (same create time
+    and executable), not a stranger that was given the pid after ours exited."""
+    if record is None or not is_alive(record.pid):
+        return False
+    live = record_of(record.pid)
+    if live is None or abs(live.create_time - record.create_time) > CREATE_TIME_TOLERANCE:
+        return False
+    return not (record.exe and live.exe and live.exe != record.exe)
+
+
+def read_record(path: Path) -> ProcessRecord | None:
+    """The process record kept in ``path`` (None when missing, unreadable or in an old format)."""
+    try:
+        return ProcessRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def write_record(path: Path, record: ProcessRecord | None) -> None:
+    """Keep ``record`` in ``path`` (remove the file for None)."""
+    if record is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps(record.to_dict()), encoding="utf-8")
+
+
+def stop_process(record: ProcessRecord | None, *, timeout: float = 20, sig: int = signal.SIGTERM) -> bool:
+    """Stop the recorded process and its children, only if it is still ours; True when signalled."""
+    if not is_ours(record):
+        return False
+    assert record is not None
+    kill_tree(record.pid, timeout=timeout, sig=sig)
+    return True
+
+
+stop_pid = stop_process  # the former name; it now takes the record :func:`spawn` returns
 
 
 def kill_tree(pid: int, *, timeout: float = 10, sig: int = signal.SIGTERM) -> None:

@@ -16,12 +16,19 @@ from typing import Any
 
 import pytest
 
-from drlib.app.base import controller_for
-from drlib.app.controllers import ComposeController, ShellController, SystemdController
 from drlib.app.health import check_create_job, check_login, wait_healthy
 from drlib.config import AppSettings, Profile
 from drlib.exceptions import ApplicationControlError, ConfigError
 from drlib.processes import free_port
+from drlib.services import (
+    ComposeController,
+    ServiceState,
+    ShellController,
+    SystemdController,
+    controller_for,
+    provision,
+    stopped_check,
+)
 
 FAKE_DOCKER = r"""#!/usr/bin/env bash
 # Stand-in for the docker CLI (no Docker engine here): records calls, keeps one service's state.
@@ -115,6 +122,66 @@ def test_shell_controller_runs_real_commands(tmp_path: Path) -> None:
     assert not controller.is_running()
 
 
+def test_shell_controller_without_a_status_command_reports_an_unknown_state(tmp_path: Path) -> None:
+    flag = tmp_path / "running"
+    controller = controller_for(profile_with(controller="shell", start_command=f"touch {flag}", stop_command="true"))
+    controller.start()
+    assert controller.state() is ServiceState.UNKNOWN
+    assert not controller.is_running()  # not known to run
+    result = stopped_check(controller)
+    assert result.status == "warn" and result.observed == "unknown"
+    assert "confirm by hand" in result.detail
+
+
+def test_the_stopped_check_fails_while_the_service_still_runs(tmp_path: Path) -> None:
+    flag = tmp_path / "running"
+    controller = controller_for(
+        profile_with(
+            controller="shell",
+            start_command=f"touch {flag}",
+            stop_command="true",  # a stop command that does not stop anything
+            status_command=f"test -f {flag}",
+        )
+    )
+    controller.start()
+    controller.stop()
+    assert controller.state() is ServiceState.RUNNING
+    assert stopped_check(controller).status == "fail"
+    flag.unlink()
+    assert stopped_check(controller).status == "pass"
+
+
+def test_provision_runs_docker_compose_up_through_drlib_docker(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No Docker engine exists here: a stand-in ``docker`` named by DRLIB_DOCKER records its argv."""
+    monkeypatch.setenv("DRLIB_DOCKER", str(fake_tool(tmp_path, "docker", FAKE_DOCKER, monkeypatch)))
+    profile = profile_with(controller="compose", compose_file="compose.yml", project_dir=tmp_path)
+    how = provision(profile, ["db", "redis"])
+    calls = (tmp_path / "docker.state.calls").read_text().splitlines()
+    assert calls == [f"compose -f compose.yml --project-directory {tmp_path} up -d db redis"]
+    assert how.endswith(f"compose -f compose.yml --project-directory {tmp_path} up -d db redis")
+
+
+def test_provision_refuses_an_option_in_place_of_a_service_name(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No Docker engine exists here: a stand-in ``docker`` records whether it was called at all."""
+    monkeypatch.setenv("DRLIB_DOCKER", str(fake_tool(tmp_path, "docker", FAKE_DOCKER, monkeypatch)))
+    compose = controller_for(profile_with(controller="compose"))
+    assert isinstance(compose, ComposeController)
+    with pytest.raises(ConfigError, match="service names"):
+        compose.provision(["--remove-orphans"])
+    with pytest.raises(ConfigError, match="service names"):
+        compose.provision([])
+    assert not (tmp_path / "docker.state.calls").exists()
+
+
+def test_provision_leaves_other_controllers_to_the_operator() -> None:
+    assert "operator" in provision(profile_with(controller="systemd"), ["db", "redis"])
+
+
+def test_an_unknown_component_is_refused() -> None:
+    with pytest.raises(ConfigError, match="app, redis"):
+        controller_for(profile_with(controller="compose"), "worker")
+
+
 def test_shell_controller_needs_its_commands() -> None:
     with pytest.raises(ConfigError, match="start_command"):
         controller_for(profile_with(controller="shell"))
@@ -163,10 +230,11 @@ def test_health_check_fails_on_an_unreachable_endpoint() -> None:
 def test_sandbox_controller_stops_and_starts_the_api(healthy_sandbox, profile) -> None:  # type: ignore[no-untyped-def]
     controller = controller_for(profile)
     controller.stop()
-    assert not controller.is_running()
+    assert controller.state() is ServiceState.STOPPED
+    assert stopped_check(controller).status == "pass"
     assert wait_healthy(profile.app.base_url, timeout=0.3).status == "fail"
     controller.start()
-    assert controller.is_running()
+    assert controller.state() is ServiceState.RUNNING
     assert wait_healthy(profile.app.base_url, timeout=10).status == "pass"
 
 

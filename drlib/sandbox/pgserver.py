@@ -15,17 +15,24 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from drlib.postgres.tools import pg_program
 from drlib.processes import (
+    ProcessRecord,
     chown_tree,
-    is_alive,
+    record_of,
     run_as,
     server_user,
     spawn,
-    stop_pid,
+    stop_process,
     user_can_write,
     wait_for_port,
 )
+
+# postmaster.pid's start time is written a moment after the process is created; a process that
+# was created later than this after it cannot be the postmaster (it got the pid afterwards)
+START_TIME_SLACK = 2.0
 
 
 def data_parent(state: Path) -> Path:
@@ -97,22 +104,40 @@ class PostgresServer:
             pwfile.unlink(missing_ok=True)
 
     def pid(self) -> int | None:
-        pidfile = self.datadir / "postmaster.pid"
+        """The postmaster's pid, only when ``postmaster.pid`` names a live server of *this* cluster."""
+        record = self.record()
+        return record.pid if record else None
+
+    def record(self) -> ProcessRecord | None:
+        """The live postmaster named by ``postmaster.pid``, verified: a PostgreSQL server with this
+        data directory on its command line, created no later than the file's start time. A pid the
+        system has since given to another process is stale and never reported (or signalled)."""
         try:
-            return int(pidfile.read_text().splitlines()[0])
+            lines = (self.datadir / "postmaster.pid").read_text().splitlines()
+            pid, start_time = int(lines[0]), float(lines[2])
         except (OSError, ValueError, IndexError):
             return None
+        live = record_of(pid)
+        if live is None or live.create_time > start_time + START_TIME_SLACK:
+            return None
+        try:
+            cmdline = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            return None
+        if not cmdline or not Path(cmdline[0]).name.startswith("postgres") or str(self.datadir) not in cmdline:
+            return None
+        return live
 
     def running(self) -> bool:
-        return is_alive(self.pid())
+        return self.record() is not None
 
-    def start(self, *, timeout: float = 60) -> int:
+    def start(self, *, timeout: float = 60) -> ProcessRecord:
         user = server_user()
         if user is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
             self.log.touch()
             os.chown(self.log, user.pw_uid, user.pw_gid)
-        pid = spawn(
+        record = spawn(
             [
                 pg_program("postgres"),
                 "-D",
@@ -142,8 +167,8 @@ class PostgresServer:
             user=user,
         )
         wait_for_port(self.port, what="PostgreSQL", timeout=timeout, log=self.log)
-        return pid
+        return record
 
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast shutdown": roll back clients, checkpoint, exit.
-        stop_pid(self.pid(), sig=signal.SIGINT, timeout=30)
+        stop_process(self.record(), sig=signal.SIGINT, timeout=30)

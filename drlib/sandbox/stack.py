@@ -2,29 +2,48 @@
 and seed data, on free ports under the project's state folder.
 
 ``up`` is idempotent and restarts whatever died (a second ``up`` after a crash recovers);
-``down`` stops every process it started; ``down(purge=True)`` also deletes the data.
+``down`` stops every process it started and keeps ``connection.json`` (where the stack lives is
+configuration); ``down(purge=True)`` also deletes the data and the connection details.
+``up`` and ``down`` serialise on a lock file, so two operators cannot start two stacks at once.
+
+Every process the sandbox starts is recorded with its pid *and* its create time and executable;
+a recorded pid that now belongs to another process is stale: never reported running, never signalled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 import psycopg
 import redis
 
 from drlib.config import Profile, project_root, state_dir
 from drlib.exceptions import SandboxError
-from drlib.processes import free_port, is_alive, port_is_open, spawn, stop_pid, wait_for_port
-from drlib.sandbox import seed
+from drlib.processes import (
+    ProcessRecord,
+    free_port,
+    is_ours,
+    port_is_open,
+    record_of,
+    spawn,
+    stop_process,
+    wait_for_port,
+)
+from drlib.sandbox import lock, seed
+from drlib.sandbox.health import probe_api, probe_postgres, probe_redis, probe_s3
 from drlib.sandbox.pgserver import PostgresServer, data_parent
 from drlib.sandbox.redisserver import RedisServer
 from drlib.secrets import read_secrets_file, register_secret, write_secrets_file
@@ -39,14 +58,23 @@ SECRET_NAMES = {
     "s3_secret_key": "DRLIB_SANDBOX_AWS_SECRET_ACCESS_KEY",
     "test_account": "DRLIB_SANDBOX_TEST_ACCOUNT_PASSWORD",
 }
+LOCK_TIMEOUT = 600.0  # seconds a second ``up``/``down`` waits for the first (seeding can take minutes)
 
 
 @dataclass(frozen=True)
 class ServiceStatus:
+    """One service: whether our process runs, whether it answers (``detail`` says how or why not)."""
+
     name: str
     running: bool
     address: str
     pid: int | None
+    healthy: bool = False
+    detail: str = ""
+
+    @property
+    def state(self) -> str:
+        return "healthy" if self.healthy else ("UNHEALTHY" if self.running else "STOPPED")
 
 
 @dataclass(frozen=True)
@@ -55,14 +83,21 @@ class SandboxStatus:
     services: tuple[ServiceStatus, ...]
 
     @property
+    def healthy(self) -> bool:
+        """Every service runs and answers its probe."""
+        return bool(self.services) and all(s.running and s.healthy for s in self.services)
+
+    @property
     def running(self) -> bool:
-        return bool(self.services) and all(s.running for s in self.services)
+        """Up and usable: the same as :attr:`healthy` (a process that does not answer is not "running")."""
+        return self.healthy
 
     def describe(self) -> str:
         lines = [f"sandbox folder: {self.folder}"]
         for svc in self.services:
-            state = "running" if svc.running else "STOPPED"
-            lines.append(f"  {svc.name:<10} {state:<8} {svc.address}" + (f"  pid {svc.pid}" if svc.pid else ""))
+            pid = f"pid {svc.pid}" if svc.pid else ""
+            lines.append(f"  {svc.name:<10} {svc.state:<9} {svc.address:<24} {pid:<11} {svc.detail}".rstrip())
+        lines.append(f"overall: {'healthy' if self.healthy else 'NOT HEALTHY'}")
         lines.append("profile: sandbox (connection details in connection.json; secrets in secrets.env, mode 0600)")
         return "\n".join(lines)
 
@@ -70,8 +105,11 @@ class SandboxStatus:
 class Sandbox:
     """One embedded stack rooted at ``folder`` (default ``<state dir>/sandbox``)."""
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.folder = folder or state_dir(project_root()) / "sandbox"
+        self.lock_timeout = lock_timeout
+        self._thread_lock = threading.RLock()
+        self._lock_fd: int | None = None
 
     # -- layout -------------------------------------------------------------------------
     @property
@@ -98,8 +136,26 @@ class Sandbox:
     def api_log(self) -> Path:
         return self.logs / "api.log"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.folder / "sandbox.lock"
+
     def _pids_file(self) -> Path:
         return self.folder / "pids.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the sandbox lock (re-entrant within this object, so ``up`` may call ``start_api``)."""
+        with self._thread_lock:
+            if self._lock_fd is not None:
+                yield
+                return
+            self._lock_fd = lock.acquire(self.lock_file, timeout=self.lock_timeout, what="sandbox")
+            try:
+                yield
+            finally:
+                fd, self._lock_fd = self._lock_fd, None
+                lock.release(fd)
 
     def _read_json(self, path: Path) -> dict[str, Any]:
         try:
@@ -108,16 +164,44 @@ class Sandbox:
         except (OSError, ValueError):
             return {}
 
-    def _pids(self) -> dict[str, int]:
-        return {k: int(v) for k, v in self._read_json(self._pids_file()).items()}
+    def _pids(self) -> dict[str, ProcessRecord]:
+        """The recorded processes. A bare pid (written by drlib before records existed) is kept only
+        when the live process's command line shows it is this sandbox's service; otherwise it is stale."""
+        records: dict[str, ProcessRecord] = {}
+        for name, value in self._read_json(self._pids_file()).items():
+            record = ProcessRecord.from_dict(value)
+            if record is None and isinstance(value, int):
+                record = self._legacy_record(name, value)
+            if record is not None:
+                records[name] = record
+        return records
 
-    def _save_pid(self, name: str, pid: int | None) -> None:
+    def _legacy_record(self, name: str, pid: int) -> ProcessRecord | None:
+        try:
+            cmdline = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            return None
+        if name == "api":
+            ours = "drlib.sandbox.api" in cmdline and str(self.connection_file) in cmdline
+        elif name == "s3":
+            port = str(self._ports().get("s3", ""))
+            ours = "drlib.sandbox.s3server" in cmdline and port in cmdline
+        else:
+            ours = False
+        return record_of(pid) if ours else None
+
+    def _save_pid(self, name: str, record: ProcessRecord | None) -> None:
         pids = self._pids()
-        if pid is None:
+        if record is None:
             pids.pop(name, None)
         else:
-            pids[name] = pid
-        self._pids_file().write_text(json.dumps(pids), encoding="utf-8")
+            pids[name] = record
+        self._pids_file().write_text(json.dumps({k: v.to_dict() for k, v in pids.items()}), encoding="utf-8")
+
+    def _ours(self, name: str) -> ProcessRecord | None:
+        """The recorded process ``name`` when it is still the one we started."""
+        record = self._pids().get(name)
+        return record if is_ours(record) else None
 
     def _ports(self) -> dict[str, int]:
         ports = self._read_json(self.folder / "ports.json")
@@ -154,6 +238,11 @@ class Sandbox:
         if size not in seed.SIZES:
             raise SandboxError(f"unknown seed size {size!r}; choose one of {', '.join(seed.SIZES)}")
         self.folder.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._up(size=size, seed_data=seed_data, start_api=start_api)
+        return self.status()
+
+    def _up(self, *, size: str, seed_data: bool, start_api: bool) -> None:
         self.logs.mkdir(exist_ok=True)
         values = self._secrets()
         ports = self._choose_ports()
@@ -174,16 +263,12 @@ class Sandbox:
             self._ensure_redis_seeded(ports["redis"], values)
         if start_api:
             self._ensure_api(ports["api"])
-        return self.status()
 
     def destroy_data(self) -> None:
         """The full-system-loss fault: every process stopped and all live data gone (database
         cluster, Redis data, storage, logs). Backups and secrets survive, as off-site copies would."""
         pgdata = self.postgres().datadir if self._ports() else None
-        connection = self.connection_file.read_text(encoding="utf-8") if self.connection_file.exists() else None
-        self.down()
-        if connection is not None:  # where the stack lives is configuration, not data: keep it
-            self.connection_file.write_text(connection, encoding="utf-8")
+        self.down()  # keeps connection.json: where the stack lives is configuration, not data
         for path in (pgdata, self.folder / "redis", self.storage_root, self.logs):
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)
@@ -199,12 +284,11 @@ class Sandbox:
         return chosen
 
     def _running(self) -> dict[str, bool]:
-        pids = self._pids()
         return {
             "postgres": self.postgres().running(),
             "redis": self.redis().running(),
-            "s3": is_alive(pids.get("s3")),
-            "api": is_alive(pids.get("api")),
+            "s3": self._ours("s3") is not None,
+            "api": self._ours("api") is not None,
         }
 
     def _wait_for_database(self, port: int, password: str, timeout: float = 60) -> None:
@@ -222,9 +306,13 @@ class Sandbox:
         raise SandboxError(f"PostgreSQL on port {port} did not accept connections: {last}")
 
     def _ensure_s3(self, port: int, values: dict[str, str]) -> None:
-        if not (is_alive(self._pids().get("s3")) and port_is_open(port)):
-            pid = spawn([sys.executable, "-m", "drlib.sandbox.s3server", "--port", str(port)], log=self.logs / "s3.log")
-            self._save_pid("s3", pid)
+        if not (self._ours("s3") and port_is_open(port)):
+            stop_process(self._ours("s3"), timeout=10)  # ours but not listening: hung
+            self._refuse_taken_port(port, "S3 endpoint")
+            record = spawn(
+                [sys.executable, "-m", "drlib.sandbox.s3server", "--port", str(port)], log=self.logs / "s3.log"
+            )
+            self._save_pid("s3", record)
             wait_for_port(port, what="S3 endpoint", timeout=60, log=self.logs / "s3.log")
         client = self._s3_client(port, values)
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
@@ -279,42 +367,58 @@ class Sandbox:
             seed.write_artifact_files(conn, self.storage_root, size=seed_size)
 
     def _ensure_api(self, port: int) -> None:
-        if is_alive(self._pids().get("api")) and port_is_open(port):
+        if self._ours("api") and port_is_open(port):
             return
         self.start_api()
 
     def start_api(self) -> int:
-        """Start the sample API (the sandbox's ``docker compose start api``)."""
-        values = self._secrets()
-        port = self._ports()["api"]
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
-            "PGPASSWORD": values[SECRET_NAMES["database"]],
-            "REDIS_PASSWORD": values[SECRET_NAMES["redis"]],
-        }
-        pid = spawn(
-            [sys.executable, "-m", "drlib.sandbox.api", "--config", str(self.connection_file)],
-            log=self.api_log,
-            env=env,
-        )
-        self._save_pid("api", pid)
-        wait_for_port(port, what="sample API", timeout=30, log=self.api_log)
-        return pid
+        """Start the sample API (the sandbox's ``docker compose start api``) unless ours already
+        listens; return its pid. Never starts a second API."""
+        with self._locked():
+            port = self._ports()["api"]
+            current = self._ours("api")
+            if current and port_is_open(port):
+                return current.pid
+            stop_process(current, timeout=10)  # ours but not listening: hung
+            self._refuse_taken_port(port, "sample API")
+            values = self._secrets()
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+                "PGPASSWORD": values[SECRET_NAMES["database"]],
+                "REDIS_PASSWORD": values[SECRET_NAMES["redis"]],
+            }
+            record = spawn(
+                [sys.executable, "-m", "drlib.sandbox.api", "--config", str(self.connection_file)],
+                log=self.api_log,
+                env=env,
+            )
+            self._save_pid("api", record)
+            wait_for_port(port, what="sample API", timeout=30, log=self.api_log)
+            return record.pid
+
+    def _refuse_taken_port(self, port: int, what: str) -> None:
+        if port_is_open(port):
+            raise SandboxError(
+                f"port {port} for the sandbox's {what} is held by a process drlib did not start; stop that "
+                "process, or run `drlib sandbox down` then `drlib sandbox up` to move to free ports"
+            )
 
     def start_redis(self) -> None:
         """Start Redis (loading the RDB file in its folder, if any) unless it runs."""
-        server = self.redis()
-        if not server.running():
-            server.write_config(self._secrets()[SECRET_NAMES["redis"]])
-            server.start()
+        with self._locked():
+            server = self.redis()
+            if not server.running():
+                server.write_config(self._secrets()[SECRET_NAMES["redis"]])
+                server.start()
 
     def stop_api(self) -> None:
-        """Stop the sample API (the sandbox's ``docker compose stop api``)."""
-        stop_pid(self._pids().get("api"), timeout=10)
-        self._save_pid("api", None)
+        """Stop the sample API (the sandbox's ``docker compose stop api``); a stale pid is not signalled."""
+        with self._locked():
+            stop_process(self._pids().get("api"), timeout=10)
+            self._save_pid("api", None)
 
     def api_running(self) -> bool:
-        return is_alive(self._pids().get("api"))
+        return self._ours("api") is not None
 
     def _write_connection(self, ports: dict[str, int]) -> None:
         profile = {
@@ -362,34 +466,72 @@ class Sandbox:
         self.connection_file.write_text(json.dumps(connection, indent=2), encoding="utf-8")
 
     def status(self) -> SandboxStatus:
+        """Per service: is our process running (verified pid) and does it answer (a real probe)."""
         ports = self._ports()
         if not ports:
             return SandboxStatus(folder=self.folder, services=())
-        pids = self._pids()
+        values = read_secrets_file(self.secrets_file)
+        for value in values.values():
+            register_secret(value)
         pg, rd = self.postgres(), self.redis()
+        s3, api = self._ours("s3"), self._ours("api")
+        s3_url, api_url = f"http://127.0.0.1:{ports['s3']}", f"http://127.0.0.1:{ports['api']}"
         services = (
-            ServiceStatus("postgres", pg.running(), f"127.0.0.1:{ports['postgres']}", pg.pid()),
-            ServiceStatus("redis", rd.running(), f"127.0.0.1:{ports['redis']}", rd.pid()),
-            ServiceStatus("s3", is_alive(pids.get("s3")), f"http://127.0.0.1:{ports['s3']}", pids.get("s3")),
-            ServiceStatus("api", is_alive(pids.get("api")), f"http://127.0.0.1:{ports['api']}", pids.get("api")),
+            _service(
+                "postgres",
+                pg.pid(),
+                f"127.0.0.1:{ports['postgres']}",
+                lambda: probe_postgres(pg.port, user=DB_USER, password=values.get(SECRET_NAMES["database"], "")),
+            ),
+            _service(
+                "redis",
+                rd.pid(),
+                f"127.0.0.1:{ports['redis']}",
+                lambda: probe_redis(rd.port, password=values.get(SECRET_NAMES["redis"], "")),
+            ),
+            _service(
+                "s3",
+                s3.pid if s3 else None,
+                s3_url,
+                lambda: probe_s3(
+                    s3_url,
+                    bucket=BUCKETS[0],
+                    access_key=values.get(SECRET_NAMES["s3_access_key"], ""),
+                    secret_key=values.get(SECRET_NAMES["s3_secret_key"], ""),
+                ),
+            ),
+            _service("api", api.pid if api else None, api_url, lambda: probe_api(api_url)),
         )
         return SandboxStatus(folder=self.folder, services=services)
 
     def down(self, *, purge: bool = False) -> None:
-        """Stop every sandbox process; with ``purge`` also delete all sandbox data."""
-        if not self._ports():
+        """Stop every process the sandbox started (never one that merely reuses a recorded pid).
+        ``connection.json`` stays, so read-only commands still find the stack's configuration;
+        ``purge`` also deletes all sandbox data, secrets and connection details."""
+        if not self.folder.exists():
             return
-        for name in ("api", "s3"):
-            stop_pid(self._pids().get(name), timeout=10)
-            self._save_pid(name, None)
-        self.redis().stop()
-        pg = self.postgres()
-        pg.stop()
-        self.connection_file.unlink(missing_ok=True)
-        if purge:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            outside = pg.datadir.parent  # the cluster lives in a private temp folder when not below ours
-            shutil.rmtree(outside if outside.name.startswith("drlib-pg-") else pg.datadir, ignore_errors=True)
+        with self._locked():
+            pgdata = None
+            if self._ports():
+                for name in ("api", "s3"):
+                    stop_process(self._pids().get(name), timeout=10)
+                    self._save_pid(name, None)
+                self.redis().stop()
+                pg = self.postgres()
+                pg.stop()
+                pgdata = pg.datadir
+            if purge:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                if pgdata is not None:  # the cluster lives in a private temp folder when not below ours
+                    outside = pgdata.parent
+                    shutil.rmtree(outside if outside.name.startswith("drlib-pg-") else pgdata, ignore_errors=True)
+
+
+def _service(name: str, pid: int | None, address: str, probe: Callable[[], tuple[bool, str]]) -> ServiceStatus:
+    if pid is None:
+        return ServiceStatus(name, False, address, None, healthy=False, detail="not running")
+    healthy, detail = probe()
+    return ServiceStatus(name, True, address, pid, healthy=healthy, detail=detail)
 
 
 def sandbox_for(profile: Profile) -> Sandbox:
