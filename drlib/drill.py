@@ -39,7 +39,7 @@ from drlib.lock import StackLock, acquire
 from drlib.objectives import achieved_rpo_seconds, rto_check
 from drlib.parameters import validate
 from drlib.report import write_report_folder
-from drlib.results import CheckRecord, DrillResults, ErrorInfo, Evidence, ExecutionInfo, RunBy, StepRecord
+from drlib.results import CheckRecord, DataLoss, DrillResults, ErrorInfo, Evidence, ExecutionInfo, RunBy, StepRecord
 from drlib.scenarios import VERIFY_SCENARIO, get_scenario
 from drlib.scenarios.base import DRILL_CONTROLLED, Scenario
 from drlib.secrets import redact
@@ -468,7 +468,7 @@ def build_results(
         failure_time=record.failure_time,
         service_restored_at=restored_at,
         backup=backup,
-        data_loss=data_loss or {},
+        data_loss={k: DataLoss.model_validate(v) for k, v in (data_loss or {}).items()},
         error=error,
         notebooks=[s.notebook for s in record.stages],
         execution=ExecutionInfo(

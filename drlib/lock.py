@@ -50,8 +50,8 @@ def _read_holder(fd: int) -> dict[str, Any] | None:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         data = os.read(fd, 65536)
-        holder: dict[str, Any] = json.loads(data) if data.strip() else None
-        return holder
+        holder = json.loads(data) if data.strip() else None
+        return holder if isinstance(holder, dict) else None
     except (OSError, ValueError):
         return None
 

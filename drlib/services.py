@@ -22,6 +22,7 @@ from typing import Protocol
 from drlib.checks import CheckResult, check
 from drlib.config import Profile
 from drlib.exceptions import ApplicationControlError, ConfigError
+from drlib.processes import without_marker
 from drlib.secrets import redact
 
 COMPONENTS = ("app", "redis")
@@ -121,7 +122,15 @@ def run_command(
 ) -> subprocess.CompletedProcess[str]:
     """Run a control command; raise :class:`ApplicationControlError` with its output on failure."""
     try:
-        result = subprocess.run(argv, shell=shell, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            argv,
+            shell=shell,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=without_marker(None),  # a service started here must outlive the drill that started it
+        )
     except FileNotFoundError as exc:
         raise ApplicationControlError(f"{what}: {exc.filename} is not installed or not on PATH") from exc
     except subprocess.TimeoutExpired as exc:

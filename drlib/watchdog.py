@@ -28,7 +28,7 @@ POLL_SECONDS = 0.1
 def same_process_alive(pid: int, create_time: float) -> bool:
     try:
         process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - create_time) < 0.01
+        return bool(process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - create_time) < 0.01)
     except psutil.NoSuchProcess:
         return False
 

@@ -134,7 +134,7 @@ def test_a_wrong_redis_password_is_a_clear_error(
 
 
 def test_redis_can_be_controlled_through_docker_compose_too(profile: Profile) -> None:
-    from drlib.app.base import controller_for
+    from drlib.services import controller_for
 
     compose = replace(profile, redis=replace(profile.redis, controller="compose"))
     assert controller_for(compose, "redis").description == "docker compose service 'redis'"

@@ -7,10 +7,10 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from drlib.app.base import run_command
 from drlib.checks import CheckResult, check
 from drlib.config import Profile
 from drlib.secrets import redact
+from drlib.services import run_command
 
 _STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})")
 _ERROR = re.compile(r"\b(error|critical|fatal|traceback)\b", re.IGNORECASE)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import redis
 
-from drlib.app.base import controller_for
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
 from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfigError, ConnectionFailed, RestoreFailed
@@ -18,6 +17,7 @@ from drlib.hashing import sha256_file
 from drlib.plans import RestorePlan, timestamp_suffix
 from drlib.redis.backup import RDB_MAGIC, RedisBackup, RedisManifest, manifest_path, read_manifest
 from drlib.redis.connection import fingerprint, redis_client, redis_error, wait_until_loaded
+from drlib.services import controller_for
 
 
 @dataclass(frozen=True)

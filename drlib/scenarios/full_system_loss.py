@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drlib import faults
-from drlib.app.base import controller_for, run_command
 from drlib.app.functional import artifact_checks, login_and_create_job
 from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
@@ -24,6 +23,7 @@ from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.scenarios.postgres_database_loss import PostgresDatabaseLoss, named_backup_checks
 from drlib.scenarios.redis_loss import RedisLoss, named_redis_backup_checks
 from drlib.scenarios.storage_loss import StorageLoss, named_storage_backup_checks
+from drlib.services import controller_for, provision
 from drlib.staging import (
     DrillSetup,
     backup_fact,
@@ -88,28 +88,7 @@ class FullSystemLoss(Runbook):
         would="start a fresh database server and Redis for profile {rb.profile.name} and check they answer",
     )
     def provision_infrastructure(self) -> Outcome:
-        if self.profile.is_sandbox:
-            from drlib.sandbox.stack import sandbox_for
-
-            sandbox_for(self.profile).up(seed_data=False, start_api=False)
-            how = "fresh sandbox: new PostgreSQL cluster, empty Redis, S3 endpoint"
-        elif self.profile.app.controller == "compose":
-            app = self.profile.app
-            run_command(
-                [
-                    "docker",
-                    "compose",
-                    *(["-f", app.compose_file] if app.compose_file else []),
-                    "up",
-                    "-d",
-                    "db",
-                    "redis",
-                ],
-                what="docker compose up -d db redis",
-            )
-            how = "docker compose up -d db redis"
-        else:
-            how = "provisioned by the operator (checked below)"
+        how = provision(self.profile, ["db", "redis"])
         self.set_state("infrastructure", f"database and Redis started, empty ({how})")
         results: list[CheckResult] = [credentials_and_connectivity(PgTarget.from_profile(self.profile))]
         ping(self.profile)

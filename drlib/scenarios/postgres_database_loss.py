@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from drlib import faults
-from drlib.app.base import controller_for
 from drlib.app.functional import login_and_create_job
 from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
@@ -34,6 +33,7 @@ from drlib.preflight import (
     failure_scope,
 )
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
+from drlib.services import controller_for, stopped_check
 from drlib.staging import DrillSetup, backup_fact, new_token, pause, write_rows_after_backup
 from drlib.steps import Outcome, step
 
@@ -127,20 +127,8 @@ class PostgresDatabaseLoss(Runbook):
     def stop_application(self) -> Outcome:
         self.app.stop()
         self.set_state("application", f"stopped ({self.app.description}); Step 5 starts it again")
-        stopped = not self.app.is_running()
         return Outcome(
-            "Stop application",
-            facts={"stopped": self.app.description},
-            checks=Checks(
-                [
-                    check(
-                        "application_stopped",
-                        stopped,
-                        expected="stopped",
-                        observed="stopped" if stopped else "still running",
-                    )
-                ]
-            ),
+            "Stop application", facts={"stopped": self.app.description}, checks=Checks([stopped_check(self.app)])
         )
 
     # Step 2 ------------------------------------------------------------------------------
