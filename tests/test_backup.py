@@ -202,3 +202,17 @@ def test_a_backup_folder_that_cannot_be_created_is_one_clear_error(target: PgTar
     blocker.write_text("")
     with pytest.raises(BackupFailed, match="cannot create the backup folder"):
         backup_database(target=target, backup_dir=blocker / "postgres")
+
+
+def test_a_failing_statement_is_one_clear_error_naming_what_was_done(target: PgTarget) -> None:
+    from drlib.postgres.connection import DatabaseCommandFailed, create_database
+
+    with pytest.raises(DatabaseCommandFailed, match=f"CREATE DATABASE {target.name} on .* failed: .*already exists"):
+        create_database(target, target.name)
+
+
+def test_a_postgres_program_that_runs_too_long_is_stopped_with_a_clear_error(target: PgTarget) -> None:
+    from drlib.postgres.connection import DatabaseCommandFailed, run_pg_tool
+
+    with pytest.raises(DatabaseCommandFailed, match="did not finish"):
+        run_pg_tool("pg_dump", ["--schema-only", target.name], target=target, timeout=0.001)

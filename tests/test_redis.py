@@ -262,3 +262,25 @@ def test_a_redis_backup_folder_that_is_a_file_is_one_clear_error(tmp_path: Path)
 def test_redis_backup_names_that_do_not_parse_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "redis_latest.rdb").write_bytes(b"REDIS0011")
     assert list_redis_backups(tmp_path) == []
+
+
+def test_a_failed_stop_leaves_the_rdb_alone_and_redis_running(
+    rdb: RedisBackup, client: redis.Redis, profile: Profile
+) -> None:
+    on_disk = live_rdb(profile).read_bytes()
+    stuck = replace(
+        profile,
+        redis=replace(
+            profile.redis,
+            controller="shell",
+            start_command=sandbox_redis_command("start"),
+            stop_command="echo 'cannot stop' >&2; exit 1",
+            status_command=sandbox_redis_command("status"),
+        ),
+    )
+    with pytest.raises(RestoreFailed, match="RDB on disk was not changed") as info:
+        restore_redis(verify_redis_backup(rdb), profile=stuck, confirm=True)
+    assert "is running" in str(info.value)
+    assert live_rdb(profile).read_bytes() == on_disk
+    assert not list(live_rdb(profile).parent.glob("*.restoring"))
+    assert client.ping()

@@ -168,7 +168,7 @@ def run_pg_tool(
             argv, env=target.tool_env(), capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as exc:
-        raise DatabaseCommandFailed(f"{program} did not finish within {timeout:.0f}s and was stopped") from exc
+        raise DatabaseCommandFailed(f"{program} did not finish within {timeout:g}s and was stopped") from exc
     except OSError as exc:
         raise DatabaseCommandFailed(
             f"cannot run {argv[0]} ({type(exc).__name__}): check the PostgreSQL installation or DRLIB_PG_BINDIR"
