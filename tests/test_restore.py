@@ -36,8 +36,12 @@ def databases(target: PgTarget) -> set[str]:
         return {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
 
 
-def no_pg_restore_running() -> bool:
-    return not any(p.info["name"] == "pg_restore" for p in psutil.process_iter(["name"]))
+def no_pg_restore_running(database: str) -> bool:
+    """No pg_restore into ``database`` is left (other people's pg_restore on this machine do not count)."""
+    return not any(
+        p.info["name"] == "pg_restore" and database in (p.info["cmdline"] or [])
+        for p in psutil.process_iter(["name", "cmdline"])
+    )
 
 
 def state(target: PgTarget) -> tuple[dict[str, int], list[str]]:
@@ -137,7 +141,7 @@ def test_an_interrupted_restore_stops_pg_restore_and_cleans_up(backup: Backup, d
         restore_to_new_database(
             verified, target=db_copy, jobs=2, confirm=True, timeout=0.001, new_name=f"{db_copy.name}_i"
         )
-    assert no_pg_restore_running()
+    assert no_pg_restore_running(f"{db_copy.name}_i")
     assert f"{db_copy.name}_i" not in databases(db_copy)
     assert verify_database(target=db_copy, manifest=backup.manifest).passed
 
@@ -202,7 +206,7 @@ def test_an_interrupted_option_a_leaves_the_database_as_it_was(
         assert state(db_copy) == before
     else:  # a fast machine finished within the timeout: then the restore is whole
         assert verify_database(target=db_copy, manifest=backup.manifest).passed
-    assert no_pg_restore_running()
+    assert no_pg_restore_running(db_copy.name)
     assert restore_sessions(db_copy) == 0
 
 
