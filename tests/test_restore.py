@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -192,20 +194,57 @@ def test_option_a_runs_as_one_transaction_with_one_job(backup: Backup, db_copy: 
     assert isinstance(result, RestoreResult) and result.jobs == 1 and result.single_transaction
 
 
-@pytest.mark.parametrize("timeout", [0.001, 0.3])
-def test_an_interrupted_option_a_leaves_the_database_as_it_was(
-    backup: Backup, db_copy: PgTarget, timeout: float
+def test_an_option_a_interrupted_before_it_starts_leaves_the_database_as_it_was(
+    backup: Backup, db_copy: PgTarget
 ) -> None:
     verified = verify_backup(backup, deep=True)
     faults.delete_rows(db_copy, "content_artifacts", 5)
     before = state(db_copy)
+    with pytest.raises(RestoreFailed, match="timed out") as info:
+        restore_in_place(verified, target=db_copy, confirm=True, timeout=0.001)
+    assert "nothing was changed" in str(info.value)
+    assert state(db_copy) == before
+    assert no_pg_restore_running(db_copy.name)
+    assert restore_sessions(db_copy) == 0
+
+
+def test_an_option_a_interrupted_midway_leaves_the_database_as_it_was(backup: Backup, db_copy: PgTarget) -> None:
+    verified = verify_backup(backup, deep=True)
+    faults.delete_rows(db_copy, "content_artifacts", 5)
+    before = state(db_copy)
+    seen: list[tuple[str, int]] = []
+
+    def watch() -> None:  # where the restore is stuck, and how many tables it has already altered
+        with db_copy.maintenance.connect() as conn:
+            for _ in range(100):
+                row = conn.execute(
+                    "SELECT a.query, (SELECT count(*) FROM pg_locks l WHERE l.pid = a.pid AND l.granted "
+                    "AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock') "
+                    "FROM pg_stat_activity a WHERE a.application_name LIKE 'drlib-restore-%' "
+                    "AND a.wait_event_type = 'Lock'"
+                ).fetchone()
+                if row:
+                    seen.append((str(row[0]), int(row[1])))
+                    return
+                time.sleep(0.05)
+
+    blocker = db_copy.connect(autocommit=False)  # holds a lock the restore's DROP TABLE waits for
+    blocker.execute("LOCK TABLE content_artifacts IN ACCESS SHARE MODE")
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     try:
-        restore_in_place(verified, target=db_copy, confirm=True, timeout=timeout)
-    except RestoreFailed as exc:
-        assert "timed out" in str(exc) and "nothing was changed" in str(exc)
-        assert state(db_copy) == before
-    else:  # a fast machine finished within the timeout: then the restore is whole
-        assert verify_database(target=db_copy, manifest=backup.manifest).passed
+        with pytest.raises(RestoreFailed, match="timed out") as info:
+            restore_in_place(verified, target=db_copy, confirm=True, timeout=3)
+    finally:
+        watcher.join()
+        blocker.rollback()
+        blocker.close()
+    assert seen, "the restore never waited on the lock"
+    statement, altered = seen[0]
+    assert "content_artifacts" in statement and altered >= 2, seen  # midway: other tables already changed
+    assert "nothing was changed" in str(info.value)
+    assert state(db_copy) == before
+    assert verify_database(target=db_copy, manifest=None).passed
     assert no_pg_restore_running(db_copy.name)
     assert restore_sessions(db_copy) == 0
 
