@@ -152,6 +152,8 @@ def _stage(verified: VerifiedRedisBackup, data_file: Path) -> Path:
     except BackupCorrupt as exc:
         raise BackupCorrupt(f"{exc.message} since it was verified. {untouched}") from exc
     folder = data_file.parent
+    with contextlib.suppress(OSError):  # a fresh machine may not have it yet; a file in the way is refused below
+        folder.mkdir(parents=True, exist_ok=True)
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise RestoreFailed(
             f"Redis's data folder {folder} is missing, not a folder or not writable: check [redis] data_dir. "
