@@ -268,8 +268,10 @@ def test_the_undo_command_of_a_swap_puts_the_old_database_back() -> None:
     from drlib.postgres.restore import undo_swap_command
 
     swap = SwapResult(database="live", restored_from="live_restored_1", old_database="live_old_1")
-    assert undo_swap_command(swap) == (
-        "ALTER DATABASE live RENAME TO live_restored_1; ALTER DATABASE live_old_1 RENAME TO live;"
+    assert (
+        swap.undo
+        == undo_swap_command(swap)
+        == ("ALTER DATABASE live RENAME TO live_restored_1; ALTER DATABASE live_old_1 RENAME TO live;")
     )
 
 

@@ -58,6 +58,11 @@ class SwapResult:
     old_database: str | None
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    @property
+    def undo(self) -> str:
+        """The SQL that puts the old database back under the live name (run from another database)."""
+        return undo_swap_command(self)
+
 
 def pg_restore_args(
     verified: VerifiedBackup, *, database: str, jobs: int, clean: bool, single_transaction: bool = False
