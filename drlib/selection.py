@@ -41,3 +41,18 @@ def select_backup(
             "off-site copy (S3) or pick a backup by name"
         )
     return candidates[-1]
+
+
+def check_backup_folder(folder: Path, *, what: str, setting: str) -> None:
+    """Refuse a backups folder that is missing or is a file, with what to check."""
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise BackupNotFound(
+            f"the {what} folder {folder} is a file, not a folder: point the profile's [backups] {setting} "
+            "at the folder that holds the backups"
+        )
+    raise BackupNotFound(
+        f"{what} folder {folder} does not exist: check the profile's [backups] {setting}, or that the "
+        "backup volume is mounted"
+    )

@@ -136,3 +136,83 @@ def test_a_wrong_password_is_refused_without_showing_it(healthy_sandbox, target:
     assert "rejected the credentials" in str(info.value)
     assert "not-the-password-123" not in str(info.value)
     assert not list(tmp_path.iterdir())
+
+
+def damage_and_rewrite_manifest(backup: Backup, folder: Path, fault: str) -> Backup:
+    """A copy whose data block is damaged and whose manifest was rewritten to match the damage
+    (as if the dump had been damaged before it was catalogued)."""
+    import dataclasses
+
+    from drlib.postgres.manifest import dump_checksums, read_manifest, write_manifest
+
+    damaged = copy_backup(backup, folder)
+    if fault == "flip":
+        faults.flip_byte(damaged.path)  # the middle of the file: inside a compressed data block
+    else:
+        faults.truncate_file(damaged.path, keep_fraction=0.9)
+    overall, files, size = dump_checksums(damaged.path)
+    manifest = dataclasses.replace(
+        read_manifest(manifest_path(damaged.path)), sha256=overall, size_bytes=size, files=files
+    )
+    write_manifest(manifest_path(damaged.path), manifest)
+    return damaged
+
+
+@pytest.mark.parametrize("fault", ["flip", "truncate"])
+def test_deep_verification_catches_a_damaged_data_block_whose_manifest_matches(
+    backup: Backup, tmp_path: Path, fault: str
+) -> None:
+    damaged = damage_and_rewrite_manifest(backup, tmp_path, fault)
+    shallow = verify_backup(damaged)  # size, checksum and table of contents all look fine
+    assert shallow.deep is False
+    with pytest.raises(BackupCorrupt, match="cannot be read to the end"):
+        verify_backup(damaged, deep=True)
+
+
+def test_a_deep_verification_is_recorded_on_the_verified_backup(backup: Backup) -> None:
+    verified = verify_backup(backup, deep=True)
+    assert verified.deep is True
+    assert {c.name: c.status for c in verified.checks}["backup_readable_to_end"] == "pass"
+
+
+def test_a_backup_folder_that_is_a_file_is_one_clear_error(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "postgres"
+    not_a_folder.write_text("oops")
+    with pytest.raises(BackupNotFound, match="is a file, not a folder"):
+        list_backups(not_a_folder, prefix="content_crew")
+
+
+def test_names_that_only_look_like_backups_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "content_crew_2026-13-45_250000.dump").write_bytes(b"PGDMP")
+    assert list_backups(tmp_path, prefix="content_crew") == []
+
+
+def test_an_unreadable_manifest_is_refused_as_corrupt_not_a_traceback(backup: Backup, tmp_path: Path) -> None:
+    odd = copy_backup(backup, tmp_path)
+    manifest_path(odd.path).unlink()
+    manifest_path(odd.path).mkdir()  # reading it raises IsADirectoryError
+    with pytest.raises(BackupCorrupt, match="unreadable"):
+        verify_backup(odd)
+
+
+def test_a_backup_folder_that_cannot_be_created_is_one_clear_error(target: PgTarget, tmp_path: Path) -> None:
+    from drlib.postgres.backup import BackupFailed
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(BackupFailed, match="cannot create the backup folder"):
+        backup_database(target=target, backup_dir=blocker / "postgres")
+
+
+def test_a_failing_statement_is_one_clear_error_naming_what_was_done(target: PgTarget) -> None:
+    from drlib.postgres.connection import DatabaseCommandFailed, create_database
+
+    with pytest.raises(DatabaseCommandFailed, match=f"CREATE DATABASE {target.name} on .* failed: .*already exists"):
+        create_database(target, target.name)
+
+
+def test_a_postgres_program_that_runs_too_long_is_stopped_with_a_clear_error(target: PgTarget) -> None:
+    from drlib.postgres.connection import DatabaseCommandFailed, run_pg_tool
+
+    with pytest.raises(DatabaseCommandFailed, match="did not finish"):
+        run_pg_tool("pg_dump", ["--schema-only", target.name], target=target, timeout=0.001)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +15,13 @@ import redis
 
 from drlib import faults
 from drlib.config import Profile
-from drlib.exceptions import BackupCorrupt, CredentialsRejected
+from drlib.exceptions import (
+    BackupCorrupt,
+    BackupNotFound,
+    CredentialsRejected,
+    InsufficientDiskSpace,
+    RestoreFailed,
+)
 from drlib.plans import RestorePlan
 from drlib.redis.backup import RedisBackup, RedisBackupFailed, backup_redis, list_redis_backups, manifest_path
 from drlib.redis.connection import fingerprint, ping, redis_client
@@ -138,3 +146,141 @@ def test_redis_can_be_controlled_through_docker_compose_too(profile: Profile) ->
 
     compose = replace(profile, redis=replace(profile.redis, controller="compose"))
     assert controller_for(compose, "redis").description == "docker compose service 'redis'"
+
+
+def redis_pid(client: redis.Redis) -> int:
+    return int(client.info("server")["process_id"])
+
+
+def live_rdb(profile: Profile) -> Path:
+    assert profile.redis.data_dir is not None
+    return Path(profile.redis.data_dir) / profile.redis.dbfilename
+
+
+def test_a_backup_changed_after_verification_is_refused_before_redis_is_stopped(
+    rdb: RedisBackup, client: redis.Redis, profile: Profile, tmp_path: Path
+) -> None:
+    copy = copy_rdb(rdb, tmp_path)
+    verified = verify_redis_backup(copy)
+    faults.flip_byte(copy.path)
+    pid, on_disk = redis_pid(client), live_rdb(profile).read_bytes()
+    with pytest.raises(BackupCorrupt, match="Redis was not stopped"):
+        restore_redis(verified, profile=profile, confirm=True)
+    assert redis_pid(client) == pid and live_rdb(profile).read_bytes() == on_disk
+
+
+def test_appendonly_is_refused_before_redis_is_stopped(rdb: RedisBackup, client: redis.Redis, profile: Profile) -> None:
+    verified = verify_redis_backup(rdb)
+    pid = redis_pid(client)
+    client.config_set("appendonly", "yes")
+    try:
+        with pytest.raises(RestoreFailed, match="appendonly yes") as info:
+            restore_redis(verified, profile=profile, confirm=True)
+    finally:
+        client.config_set("appendonly", "no")
+    assert "Redis was not stopped" in str(info.value)
+    assert redis_pid(client) == pid
+
+
+def test_a_data_folder_that_is_not_a_folder_is_refused_before_redis_is_stopped(
+    rdb: RedisBackup, client: redis.Redis, profile: Profile, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    wrong = replace(profile, redis=replace(profile.redis, data_dir=blocker / "redis"))
+    pid = redis_pid(client)
+    with pytest.raises(RestoreFailed, match="not a folder or not writable"):
+        restore_redis(verify_redis_backup(rdb), profile=wrong, confirm=True)
+    assert redis_pid(client) == pid
+
+
+def test_too_little_free_space_is_refused_before_redis_is_stopped(
+    rdb: RedisBackup, client: redis.Redis, profile: Profile, tmp_path: Path
+) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        cramped = replace(profile, redis=replace(profile.redis, data_dir=small))
+        pid = redis_pid(client)
+        with pytest.raises(InsufficientDiskSpace, match="Redis was not stopped"):
+            restore_redis(verify_redis_backup(rdb), profile=cramped, confirm=True)
+        assert redis_pid(client) == pid
+        assert not list(small.iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def sandbox_redis_command(action: str) -> str:
+    code = (
+        "import sys; from drlib.config import load_profile; from drlib.app.base import controller_for; "
+        "c = controller_for(load_profile('sandbox'), 'redis'); "
+        + ("sys.exit(0 if c.is_running() else 1)" if action == "status" else f"c.{action}()")
+    )
+    return f'{sys.executable} -c "{code}"'
+
+
+def test_a_failed_start_after_the_stop_puts_the_old_rdb_back_and_starts_redis_again(
+    rdb: RedisBackup, client: redis.Redis, profile: Profile, tmp_path: Path
+) -> None:
+    verified = verify_redis_backup(rdb)
+    client.set("session:written-after-the-backup", "kept")
+    client.save()  # the live RDB on disk now differs from the backup
+    on_disk = live_rdb(profile).read_bytes()
+    first_start = tmp_path / "first-start-failed"
+    flaky = replace(
+        profile,
+        redis=replace(
+            profile.redis,
+            controller="shell",
+            # the first start fails (as a `docker compose start redis` can), the second works
+            start_command=f"test -e {first_start} || {{ touch {first_start}; exit 1; }}; "
+            + sandbox_redis_command("start"),
+            stop_command=sandbox_redis_command("stop"),
+            status_command=sandbox_redis_command("status"),
+        ),
+    )
+    with pytest.raises(RestoreFailed, match="after Redis was stopped") as info:
+        restore_redis(verified, profile=flaky, confirm=True)
+    assert "previous RDB was put back" in str(info.value) and "started again" in str(info.value)
+    assert live_rdb(profile).read_bytes() == on_disk
+    assert not list(live_rdb(profile).parent.glob("*.restoring"))
+    fresh = redis_client(profile)
+    assert fresh.get("session:written-after-the-backup") == b"kept"
+    fresh.close()
+
+
+def test_a_redis_backup_folder_that_is_a_file_is_one_clear_error(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "redis"
+    not_a_folder.write_text("oops")
+    with pytest.raises(BackupNotFound, match="is a file, not a folder"):
+        list_redis_backups(not_a_folder)
+
+
+def test_redis_backup_names_that_do_not_parse_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "redis_latest.rdb").write_bytes(b"REDIS0011")
+    assert list_redis_backups(tmp_path) == []
+
+
+def test_a_failed_stop_leaves_the_rdb_alone_and_redis_running(
+    rdb: RedisBackup, client: redis.Redis, profile: Profile
+) -> None:
+    on_disk = live_rdb(profile).read_bytes()
+    stuck = replace(
+        profile,
+        redis=replace(
+            profile.redis,
+            controller="shell",
+            start_command=sandbox_redis_command("start"),
+            stop_command="echo 'cannot stop' >&2; exit 1",
+            status_command=sandbox_redis_command("status"),
+        ),
+    )
+    with pytest.raises(RestoreFailed, match="RDB on disk was not changed") as info:
+        restore_redis(verify_redis_backup(rdb), profile=stuck, confirm=True)
+    assert "is running" in str(info.value)
+    assert live_rdb(profile).read_bytes() == on_disk
+    assert not list(live_rdb(profile).parent.glob("*.restoring"))
+    assert client.ping()

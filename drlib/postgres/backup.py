@@ -7,6 +7,7 @@ agree to the row even while the application keeps writing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from psycopg import sql
 
 from drlib import __version__
 from drlib.exceptions import DrlibError
-from drlib.postgres.connection import PgTarget, connection_error, run_pg_tool
+from drlib.postgres.connection import PgTarget, run_pg_tool, sql_errors
 from drlib.postgres.manifest import (
     BackupManifest,
     TableStats,
@@ -101,12 +102,15 @@ def backup_database(
     """Dump ``target`` into ``backup_dir`` as ``<prefix>_YYYY-MM-DD_HHMMSS.dump`` plus manifest."""
     if fmt not in FORMAT_SUFFIX:
         raise BackupFailed(f"unknown backup format {fmt!r}: use 'custom' or 'directory'")
-    backup_dir.mkdir(parents=True, exist_ok=True)
     try:
-        conn = psycopg.connect(target.conninfo(), password=target.password or None)
-    except psycopg.OperationalError as exc:
-        raise connection_error(exc, target) from exc
-    with conn:
+        backup_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupFailed(
+            f"cannot create the backup folder {backup_dir} ({type(exc).__name__}: {exc.strerror or exc}): "
+            "check [backups] postgres_dir and its permissions"
+        ) from exc
+    conn = target.connect(autocommit=False)
+    with conn, sql_errors(target, doing="reading the snapshot for the backup manifest"):
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         row = conn.execute(
             "SELECT pg_export_snapshot(), now(), current_setting('server_version'), "
@@ -125,33 +129,45 @@ def backup_database(
             args[:0] = ["-j", str(jobs)]
         if compress is not None:
             args[:0] = [f"--compress={compress}"]
-        result = run_pg_tool("pg_dump", args, target=target)
+        try:
+            result = run_pg_tool("pg_dump", args, target=target)
+        except DrlibError as exc:
+            _remove(partial)
+            raise BackupFailed(f"pg_dump of {target.settings.address} failed: {exc.message}") from exc
         if result.returncode != 0:
             _remove(partial)
             raise BackupFailed(f"pg_dump of {target.settings.address} failed: {result.stderr.strip()}")
-    os.replace(partial, final)
-    overall, files, size = dump_checksums(final)
-    manifest = BackupManifest(
-        file=name,
-        format=fmt,
-        database=target.name,
-        created_at=snapshot_time.astimezone(UTC).isoformat(),
-        size_bytes=size,
-        sha256=overall,
-        server_version=str(server_version),
-        pg_dump_version=program_version("pg_dump"),
-        database_size_bytes=int(db_size),
-        tables=stats,
-        foreign_keys=fks,
-        files=files,
-        drlib_version=__version__,
-    )
-    write_manifest(manifest_path(final), manifest)
+    try:
+        os.replace(partial, final)
+        overall, files, size = dump_checksums(final)
+        manifest = BackupManifest(
+            file=name,
+            format=fmt,
+            database=target.name,
+            created_at=snapshot_time.astimezone(UTC).isoformat(),
+            size_bytes=size,
+            sha256=overall,
+            server_version=str(server_version),
+            pg_dump_version=program_version("pg_dump"),
+            database_size_bytes=int(db_size),
+            tables=stats,
+            foreign_keys=fks,
+            files=files,
+            drlib_version=__version__,
+        )
+        write_manifest(manifest_path(final), manifest)
+    except OSError as exc:
+        raise BackupFailed(
+            f"the dump was written but {final} or its manifest could not be finished "
+            f"({type(exc).__name__}: {exc.strerror or exc}): check free space and permissions in {backup_dir}, "
+            "then take the backup again"
+        ) from exc
     return Backup(path=final, created_at=snapshot_time.astimezone(UTC), manifest=manifest)
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from drlib.exceptions import BackupNotFound
+from drlib.exceptions import BackupCorrupt, BackupNotFound
 from drlib.postgres.backup import Backup
 from drlib.postgres.manifest import manifest_path, read_manifest
-from drlib.selection import select_backup
+from drlib.selection import check_backup_folder, select_backup
 
 __all__ = ["catalogue_table", "list_backups", "parse_backup_time", "select_backup"]
 
@@ -23,30 +23,39 @@ def parse_backup_time(name: str) -> datetime | None:
     match = _NAME.match(name)
     if not match:
         return None
-    return datetime.strptime(f"{match['date']} {match['time']}", "%Y-%m-%d %H%M%S").replace(tzinfo=UTC)
+    try:
+        return datetime.strptime(f"{match['date']} {match['time']}", "%Y-%m-%d %H%M%S").replace(tzinfo=UTC)
+    except ValueError:  # e.g. month 13: not a name drlib wrote
+        return None
 
 
 def list_backups(backup_dir: Path, *, prefix: str) -> list[Backup]:
     """Backups named ``<prefix>_YYYY-MM-DD_HHMMSS.dump`` (or ``.dir``), oldest first."""
-    if not backup_dir.is_dir():
+    check_backup_folder(backup_dir, what="backup", setting="postgres_dir")
+    try:
+        paths = list(backup_dir.iterdir())
+    except OSError as exc:
         raise BackupNotFound(
-            f"backup folder {backup_dir} does not exist: check the profile's [backups] "
-            "postgres_dir, or that the backup volume is mounted"
-        )
+            f"backup folder {backup_dir} cannot be listed ({type(exc).__name__}): check its permissions"
+        ) from exc
     found: list[Backup] = []
-    for path in backup_dir.iterdir():
+    for path in paths:
         match = _NAME.match(path.name)
         if not match or match["prefix"] != prefix:
             continue
         when = parse_backup_time(path.name)
-        assert when is not None
-        mpath = manifest_path(path)
+        if when is None:
+            continue
         manifest = None
-        if mpath.is_file():
+        try:
+            manifest = read_manifest(manifest_path(path)) if manifest_path(path).is_file() else None
+        except BackupCorrupt:
+            manifest = None  # verify_backup says why when this backup is picked
+        if manifest is not None:
             try:
-                manifest = read_manifest(mpath)
-                when = manifest.created
-            except Exception:
+                created = manifest.created
+                when = created if created.tzinfo else created.replace(tzinfo=UTC)
+            except (TypeError, ValueError):
                 manifest = None
         found.append(Backup(path=path, created_at=when, manifest=manifest))
     return sorted(found, key=lambda b: b.created_at)

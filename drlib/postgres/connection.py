@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -16,6 +17,12 @@ from drlib.postgres.tools import pg_program
 from drlib.secrets import redact, register_secret
 
 _AUTH_MARKERS = ("password authentication failed", "no password supplied", "authentication failed")
+
+
+class DatabaseCommandFailed(DrlibError):
+    """A statement or PostgreSQL program failed for a reason other than reaching the server."""
+
+    code = "database"
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,29 @@ def connection_error(exc: BaseException, target: PgTarget) -> DrlibError:
     )
 
 
+def _reason(exc: BaseException) -> str:
+    lines = redact(str(exc)).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def sql_errors(target: PgTarget, *, doing: str, advice: str = "") -> Iterator[None]:
+    """Turn a driver error raised while ``doing`` something into one drlib error, said once."""
+    try:
+        yield
+    except DrlibError:
+        raise
+    except psycopg.Error as exc:
+        state = getattr(exc, "sqlstate", None)
+        if state is None or state.startswith(("08", "28", "57P")):
+            raise connection_error(exc, target) from exc
+        raise DatabaseCommandFailed(
+            f"{doing} on {target.settings.address} failed: {_reason(exc)}.{' ' + advice if advice else ''}"
+        ) from exc
+
+
 def database_exists(target: PgTarget, name: str) -> bool:
-    with target.maintenance.connect() as conn:
+    with sql_errors(target, doing=f"looking up database {name}"), target.maintenance.connect() as conn:
         row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     return row is not None
 
@@ -116,13 +144,13 @@ def terminate_connections(conn: psycopg.Connection, database: str) -> int:
 
 
 def create_database(target: PgTarget, name: str) -> None:
-    with target.maintenance.connect() as conn:
+    with sql_errors(target, doing=f"CREATE DATABASE {name}"), target.maintenance.connect() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
 
 
 def drop_database(target: PgTarget, name: str) -> None:
     """Drop ``name`` if it exists, ending its sessions first (PostgreSQL 13+ ``WITH (FORCE)``)."""
-    with target.maintenance.connect() as conn:
+    with sql_errors(target, doing=f"DROP DATABASE {name}"), target.maintenance.connect() as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -134,12 +162,15 @@ def run_pg_tool(
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL client program against ``target``; output is returned redacted."""
-    result = subprocess.run(
-        [pg_program(program), *args],
-        env=target.tool_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    argv = [pg_program(program), *args]
+    try:
+        result = subprocess.run(
+            argv, env=target.tool_env(), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DatabaseCommandFailed(f"{program} did not finish within {timeout:g}s and was stopped") from exc
+    except OSError as exc:
+        raise DatabaseCommandFailed(
+            f"cannot run {argv[0]} ({type(exc).__name__}): check the PostgreSQL installation or DRLIB_PG_BINDIR"
+        ) from exc
     return subprocess.CompletedProcess(result.args, result.returncode, redact(result.stdout), redact(result.stderr))

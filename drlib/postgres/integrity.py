@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drlib.checks import CheckResult, Checks, check
-from drlib.exceptions import BackupCorrupt, BackupNotFound
+from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfigError
 from drlib.postgres.backup import Backup
 from drlib.postgres.manifest import BackupManifest, dump_checksums, manifest_path, read_manifest
 from drlib.postgres.tools import pg_program
@@ -30,6 +30,8 @@ class VerifiedBackup:
     manifest: BackupManifest | None
     checks: Checks
     toc_entries: int
+    #: every data block was read through (``pg_restore -f /dev/null``), not only the table of contents
+    deep: bool = False
 
     @property
     def path(self) -> Path:
@@ -47,6 +49,35 @@ def _archive_head(path: Path) -> bytes:
         return handle.read(16)
 
 
+def _unreadable(path: Path, exc: OSError) -> BackupCorrupt:
+    return BackupCorrupt(
+        f"backup {path} cannot be read ({type(exc).__name__}: {exc.strerror or exc}): check its "
+        "permissions and the backup volume, or pick another backup"
+    )
+
+
+def _pg_restore(args: list[str], path: Path) -> subprocess.CompletedProcess[str]:
+    argv = [pg_program("pg_restore"), *args, str(path)]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot run {argv[0]} ({type(exc).__name__}): check the PostgreSQL installation or DRLIB_PG_BINDIR"
+        ) from exc
+
+
+def read_whole_archive(path: Path) -> None:
+    """Decompress every data block of the archive (``pg_restore -f /dev/null``); raise if one is damaged.
+
+    Finds what a manifest cannot: a dump that was already damaged when its manifest was written."""
+    full = _pg_restore(["-f", "/dev/null"], path)
+    if full.returncode != 0:
+        raise BackupCorrupt(
+            f"backup {path} cannot be read to the end: {full.stderr.strip()}. "
+            "It is truncated or damaged: pick another backup. Nothing was changed."
+        )
+
+
 def _format_hint(head: bytes) -> str:
     if head.startswith(b"\x1f\x8b"):
         return "it is gzip-compressed (decompress it first, or it is a storage archive)"
@@ -57,6 +88,13 @@ def _format_hint(head: bytes) -> str:
 
 def verify_backup(backup: Backup, *, require_manifest: bool = True, deep: bool = False) -> VerifiedBackup:
     """Check ``backup`` and return it verified, or raise :class:`BackupCorrupt`/:class:`BackupNotFound`."""
+    try:
+        return _verify(backup, require_manifest=require_manifest, deep=deep)
+    except OSError as exc:
+        raise _unreadable(backup.path, exc) from exc
+
+
+def _verify(backup: Backup, *, require_manifest: bool, deep: bool) -> VerifiedBackup:
     path = backup.path
     results: list[CheckResult] = []
     if not path.exists():
@@ -109,9 +147,7 @@ def verify_backup(backup: Backup, *, require_manifest: bool = True, deep: bool =
             check("backup_checksum", True, expected=manifest.sha256[:16], observed=overall[:16], detail="sha256")
         )
 
-    listing = subprocess.run(
-        [pg_program("pg_restore"), "--list", str(path)], capture_output=True, text=True, check=False
-    )
+    listing = _pg_restore(["--list"], path)
     if listing.returncode != 0:
         raise BackupCorrupt(f"pg_restore cannot read the archive {path}: {listing.stderr.strip()}")
     entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
@@ -119,13 +155,6 @@ def verify_backup(backup: Backup, *, require_manifest: bool = True, deep: bool =
         check("backup_toc_readable", True, expected="pg_restore --list succeeds", observed=f"{entries} entries")
     )
     if deep:
-        full = subprocess.run(
-            [pg_program("pg_restore"), "-f", "/dev/null", str(path)], capture_output=True, text=True, check=False
-        )
-        if full.returncode != 0:
-            raise BackupCorrupt(
-                f"backup {path} cannot be read to the end: {full.stderr.strip()}. "
-                "It is truncated or damaged: pick another backup."
-            )
+        read_whole_archive(path)
         results.append(check("backup_readable_to_end", True, expected="all data blocks readable", observed="ok"))
-    return VerifiedBackup(backup=backup, manifest=manifest, checks=Checks(results), toc_entries=entries)
+    return VerifiedBackup(backup=backup, manifest=manifest, checks=Checks(results), toc_entries=entries, deep=deep)

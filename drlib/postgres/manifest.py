@@ -60,7 +60,7 @@ def manifest_path(backup: Path) -> Path:
 def read_manifest(path: Path) -> BackupManifest:
     try:
         return BackupManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BackupCorrupt(
             f"backup manifest {path} is unreadable ({type(exc).__name__}: {exc}); the backup "
             "cannot be verified. Pick another backup, or pass require_manifest=False to accept "

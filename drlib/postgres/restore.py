@@ -1,17 +1,24 @@
 """Restoring a verified backup: Option A (into the existing database) and Option B (into a
 new database, verified, then swapped in by renaming; the old database is kept).
 
+Option A cannot half-restore: the whole archive is read through before the first write, and
+``pg_restore --single-transaction`` rolls everything back when anything fails or is interrupted.
+Every failure message says what state the live database, any copy, and the undo are in.
+
 Without ``confirm=True`` every function returns a :class:`RestorePlan` saying what it
 *would* do and touches nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import psycopg
 from psycopg import sql
 
 from drlib.exceptions import ConfirmationRequired, DrlibError, RestoreFailed
@@ -23,10 +30,13 @@ from drlib.postgres.connection import (
     drop_database,
     terminate_connections,
 )
-from drlib.postgres.integrity import VerifiedBackup
+from drlib.postgres.integrity import VerifiedBackup, read_whole_archive
 from drlib.postgres.tools import pg_program
 from drlib.processes import kill_tree
 from drlib.secrets import redact
+
+#: how long to wait for the server to end an abandoned restore session (its transaction rolls back)
+SESSION_END_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class RestoreResult:
     seconds: float
     jobs: int
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Option A runs as one transaction (all or nothing), which pg_restore allows only with one job
+    single_transaction: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,10 +58,20 @@ class SwapResult:
     old_database: str | None
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    @property
+    def undo(self) -> str:
+        """The SQL that puts the old database back under the live name (run from another database)."""
+        return undo_swap_command(self)
 
-def pg_restore_args(verified: VerifiedBackup, *, database: str, jobs: int, clean: bool) -> list[str]:
+
+def pg_restore_args(
+    verified: VerifiedBackup, *, database: str, jobs: int, clean: bool, single_transaction: bool = False
+) -> list[str]:
+    """The pg_restore command line; ``single_transaction`` forces one job (pg_restore refuses ``-j`` with it)."""
     args = ["--exit-on-error", "--no-password", "-d", database]
-    if jobs > 1:
+    if single_transaction:
+        args += ["--single-transaction"]
+    elif jobs > 1:
         args += ["-j", str(jobs)]
     if clean:
         args += ["--clean", "--if-exists"]
@@ -57,21 +79,43 @@ def pg_restore_args(verified: VerifiedBackup, *, database: str, jobs: int, clean
 
 
 def run_pg_restore(argv: list[str], *, target: PgTarget, timeout: float | None = None) -> float:
-    """Run pg_restore to completion; on error, timeout or interrupt kill it and its workers."""
+    """Run pg_restore to completion; on error, timeout or interrupt kill it and its workers and
+    wait until the server has ended their sessions (so their open transactions are rolled back)."""
     started = time.monotonic()
-    process = subprocess.Popen(argv, env=target.tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = target.tool_env()
+    env["PGAPPNAME"] = f"drlib-restore-{secrets.token_hex(4)}"
+    try:
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        raise RestoreFailed(f"cannot run {argv[0]} ({type(exc).__name__}): check the PostgreSQL installation") from exc
     try:
         _, stderr = process.communicate(timeout=timeout)
     except BaseException as exc:
         kill_tree(process.pid, timeout=5)
         process.communicate()
+        _end_sessions(target, env["PGAPPNAME"])
         reason = (
             "timed out" if isinstance(exc, subprocess.TimeoutExpired) else f"was interrupted ({type(exc).__name__})"
         )
         raise RestoreFailed(f"pg_restore {reason}") from exc
     if process.returncode != 0:
+        _end_sessions(target, env["PGAPPNAME"])
         raise RestoreFailed(f"pg_restore failed (exit {process.returncode}): {redact(stderr.strip())}")
     return time.monotonic() - started
+
+
+def _end_sessions(target: PgTarget, application_name: str) -> None:
+    """Terminate the server sessions a killed pg_restore left behind and wait until they are gone."""
+    deadline = time.monotonic() + SESSION_END_TIMEOUT
+    with contextlib.suppress(DrlibError, psycopg.Error), target.maintenance.connect() as conn:
+        while time.monotonic() < deadline:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                (application_name,),
+            ).fetchall()
+            if not rows:
+                return
+            time.sleep(0.1)
 
 
 def restore_in_place(
@@ -82,29 +126,57 @@ def restore_in_place(
     confirm: bool = False,
     timeout: float | None = None,
 ) -> RestoreResult | RestorePlan:
-    """Option A: ``pg_restore --clean --if-exists`` into the live database (created if missing).
+    """Option A: ``pg_restore --clean --if-exists --single-transaction`` into the live database
+    (created if missing), all or nothing.
 
-    Overwrites the live database in place: an interruption leaves it partly restored. Prefer
-    Option B whenever the live database still holds anything of value.
+    Before the first write the whole archive is read through (unless ``verified.deep``), so a
+    damaged dump whose manifest matches it is refused while the live database is untouched. Any
+    failure or interruption rolls back: the database is exactly as it was. ``jobs`` is ignored:
+    one transaction means one pg_restore job (:attr:`RestoreResult.jobs` is 1).
     """
-    command = " ".join(pg_restore_args(verified, database=target.name, jobs=jobs, clean=True)[1:])
+    argv = pg_restore_args(verified, database=target.name, jobs=1, clean=True, single_transaction=True)
     if not confirm:
-        return RestorePlan(
-            action=f"Option A restore of {verified.path.name} into {target.name}",
-            steps=(f"CREATE DATABASE {target.name} (only if it is missing)", f"pg_restore {command}"),
-        )
-    if not database_exists(target, target.name):
-        create_database(target, target.name)
+        steps = [] if verified.deep else [f"read every data block of {verified.path.name} (pg_restore -f /dev/null)"]
+        steps += [
+            f"CREATE DATABASE {target.name} (only if it is missing)",
+            "pg_restore " + " ".join(argv[1:]),
+            "one transaction, so one job (-j not used): any failure rolls back and leaves the database as it was",
+        ]
+        return RestorePlan(action=f"Option A restore of {verified.path.name} into {target.name}", steps=tuple(steps))
+    if not verified.deep:
+        read_whole_archive(verified.path)
+    unchanged = f"nothing was changed: {target.name} is exactly as it was"
     try:
-        seconds = run_pg_restore(
-            pg_restore_args(verified, database=target.name, jobs=jobs, clean=True), target=target, timeout=timeout
-        )
+        existed = database_exists(target, target.name)
+        if not existed:
+            create_database(target, target.name)
+    except DrlibError as exc:
+        raise RestoreFailed(f"Option A could not start ({exc.message}); {unchanged}") from exc
+    try:
+        seconds = run_pg_restore(argv, target=target, timeout=timeout)
     except RestoreFailed as exc:
-        raise RestoreFailed(
-            f"{exc.message}. Option A restores in place, so {target.name} is now partly restored: "
-            "re-run the restore (Option B is safer), then verify before restarting the application."
-        ) from exc
-    return RestoreResult(option="A", backup=verified.path.name, database=target.name, seconds=seconds, jobs=jobs)
+        if existed:
+            state = f"pg_restore ran as one transaction, which was rolled back: {unchanged}"
+        else:
+            state = _drop_created(target)
+        raise RestoreFailed(f"{exc.message}. {state}. Fix the cause, or use Option B.") from exc
+    return RestoreResult(
+        option="A", backup=verified.path.name, database=target.name, seconds=seconds, jobs=1, single_transaction=True
+    )
+
+
+def _drop_created(target: PgTarget) -> str:
+    try:
+        drop_database(target, target.name)
+    except DrlibError:
+        return (
+            f"nothing was restored; {target.name} did not exist before and the empty database created for the "
+            f"restore is still there: drop it with DROP DATABASE {target.name};"
+        )
+    return (
+        f"nothing was changed: {target.name} did not exist before, and the empty database created for the "
+        "restore was dropped again"
+    )
 
 
 def restore_to_new_database(
@@ -118,26 +190,36 @@ def restore_to_new_database(
 ) -> RestoreResult | RestorePlan:
     """Option B, first half: restore into a new database; the live one is not touched."""
     new_name = new_name or f"{target.name}_restored_{timestamp_suffix()}"
+    argv = pg_restore_args(verified, database=new_name, jobs=jobs, clean=False)
     if not confirm:
         return RestorePlan(
             action=f"Option B restore of {verified.path.name}",
             steps=(
                 f"CREATE DATABASE {new_name}",
-                "pg_restore " + " ".join(pg_restore_args(verified, database=new_name, jobs=jobs, clean=False)[1:]),
+                "pg_restore " + " ".join(argv[1:]),
                 f"verify {new_name}, then swap it in as {target.name} (old one kept)",
             ),
         )
-    if database_exists(target, new_name):
-        raise RestoreFailed(f"database {new_name} already exists: drop it or choose another name")
-    create_database(target, new_name)
+    untouched = f"The live database {target.name} was not touched"
     try:
-        seconds = run_pg_restore(
-            pg_restore_args(verified, database=new_name, jobs=jobs, clean=False), target=target, timeout=timeout
+        taken = database_exists(target, new_name)
+    except DrlibError as exc:
+        raise RestoreFailed(f"Option B could not start ({exc.message}). {untouched}; nothing was created.") from exc
+    if taken:
+        raise RestoreFailed(
+            f"database {new_name} already exists: drop it (DROP DATABASE {new_name};) or choose another "
+            f"name. {untouched}; nothing was created."
         )
+    try:
+        create_database(target, new_name)
+    except DrlibError as exc:
+        raise RestoreFailed(f"{exc.message}. {untouched}; nothing was created.") from exc
+    try:
+        seconds = run_pg_restore(argv, target=target, timeout=timeout)
     except BaseException as exc:
         cleanup = _drop_partial(target, new_name)
         message = exc.message if isinstance(exc, DrlibError) else f"restore interrupted ({type(exc).__name__})"
-        raise RestoreFailed(f"{message}. The live database {target.name} was not touched. {cleanup}") from exc
+        raise RestoreFailed(f"{message}. {untouched}. {cleanup}") from exc
     return RestoreResult(option="B", backup=verified.path.name, database=new_name, seconds=seconds, jobs=jobs)
 
 
@@ -146,15 +228,36 @@ def _drop_partial(target: PgTarget, name: str) -> str:
         drop_database(target, name)
         return f"The partial copy {name} was dropped."
     except Exception:
-        return f"Drop the partial copy by hand: DROP DATABASE {name};"
+        return f"The partial copy {name} is still there: drop it by hand with DROP DATABASE {name};"
+
+
+def _rename(conn: psycopg.Connection, old: str, new: str) -> None:
+    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
+def _allow_connections(conn: psycopg.Connection, name: str, allow: bool) -> None:
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(name), sql.SQL("true" if allow else "false")
+        )
+    )
 
 
 def swap_databases(
     *, target: PgTarget, restored: str, confirm: bool = False, now: datetime | None = None
 ) -> SwapResult | RestorePlan:
-    """Option B, second half: rename live → ``<name>_old_<ts>`` and restored → live."""
+    """Option B, second half: rename live → ``<name>_old_<ts>`` and restored → live.
+
+    Both renames run in one transaction. Every failure says where the live database and the
+    restored copy are, and the command that undoes what was done."""
     old_name = f"{target.name}_old_{timestamp_suffix(now)}"
-    live_exists = database_exists(target, target.name)
+    try:
+        live_exists = database_exists(target, target.name)
+    except DrlibError as exc:
+        raise RestoreFailed(
+            f"cannot start the swap ({exc.message}). Nothing was renamed: the live database {target.name} and "
+            f"the restored copy {restored} are as they were."
+        ) from exc
     steps = (
         [f"terminate sessions on {target.name}", f"ALTER DATABASE {target.name} RENAME TO {old_name}"]
         if live_exists
@@ -163,35 +266,60 @@ def swap_databases(
     steps += [f"ALTER DATABASE {restored} RENAME TO {target.name}"]
     if not confirm:
         return RestorePlan(action=f"swap {restored} in as {target.name}", steps=tuple(steps))
-    with target.maintenance.connect() as conn:
-        if live_exists:
-            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(target.name)))
-            terminate_connections(conn, target.name)
-        terminate_connections(conn, restored)
-        try:
-            with conn.transaction():
-                if live_exists:
-                    conn.execute(
-                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(target.name), sql.Identifier(old_name)
-                        )
-                    )
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                        sql.Identifier(restored), sql.Identifier(target.name)
-                    )
-                )
-        except Exception as exc:
-            if live_exists:
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(target.name))
-                )
-            raise RestoreFailed(
-                f"swapping {restored} in as {target.name} failed ({exc}); the live database was left under its own name"
-            ) from exc
-        if live_exists:
-            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(old_name)))
+    try:
+        conn = target.maintenance.connect()
+    except DrlibError as exc:
+        raise RestoreFailed(
+            f"cannot start the swap ({exc.message}). Nothing was renamed: the live database {target.name} and "
+            f"the restored copy {restored} are as they were."
+        ) from exc
+    with conn:
+        _swap(conn, target=target, restored=restored, old_name=old_name, live_exists=live_exists)
     return SwapResult(database=target.name, restored_from=restored, old_database=old_name if live_exists else None)
+
+
+def _swap(conn: psycopg.Connection, *, target: PgTarget, restored: str, old_name: str, live_exists: bool) -> None:
+    live = target.name
+    reopen = f"ALTER DATABASE {live} WITH ALLOW_CONNECTIONS true;"
+    try:
+        if live_exists:
+            _allow_connections(conn, live, False)
+            terminate_connections(conn, live)
+        terminate_connections(conn, restored)
+        with conn.transaction():
+            if live_exists:
+                _rename(conn, live, old_name)
+            _rename(conn, restored, live)
+    except psycopg.Error as exc:
+        reason = redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        state = f"Nothing was renamed: the live database is still {live} and the restored copy is still {restored}"
+        if live_exists:
+            try:
+                _allow_connections(conn, live, True)
+                state += f"; {live} accepts connections again"
+            except psycopg.Error:
+                state += f", but {live} still refuses connections: run {reopen}"
+        raise RestoreFailed(f"swapping {restored} in as {live} failed ({reason}). {state}.") from exc
+    if live_exists:
+        try:
+            _allow_connections(conn, old_name, True)
+        except psycopg.Error as exc:
+            raise RestoreFailed(
+                f"the swap is done ({restored} is now {live}; the old database is {old_name}), but {old_name} "
+                f"still refuses connections: run ALTER DATABASE {old_name} WITH ALLOW_CONNECTIONS true; "
+                f"To undo the swap: ALTER DATABASE {live} RENAME TO {restored}; "
+                f"ALTER DATABASE {old_name} RENAME TO {live};"
+            ) from exc
+
+
+def undo_swap_command(swap: SwapResult) -> str:
+    """The SQL that puts the old database back under the live name (run from another database)."""
+    if swap.old_database is None:
+        return f"ALTER DATABASE {swap.database} RENAME TO {swap.restored_from};"
+    return (
+        f"ALTER DATABASE {swap.database} RENAME TO {swap.restored_from}; "
+        f"ALTER DATABASE {swap.old_database} RENAME TO {swap.database};"
+    )
 
 
 def drop_old_database(*, target: PgTarget, name: str, confirm: bool = False) -> str | RestorePlan:

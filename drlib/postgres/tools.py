@@ -28,7 +28,10 @@ def pg_bindir() -> Path | None:
     _SEARCHED.append("$DRLIB_PG_BINDIR (unset)")
     pg_config = shutil.which("pg_config")
     if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            out = subprocess.CompletedProcess([pg_config], 1, "", "")
         candidate = Path(out.stdout.strip())
         _SEARCHED.append(f"pg_config --bindir ({candidate})")
         if out.returncode == 0 and (candidate / "pg_restore").exists():
@@ -59,5 +62,11 @@ def pg_program(name: str) -> str:
 
 def program_version(name: str) -> str:
     """``pg_dump --version`` and friends, e.g. ``pg_dump (PostgreSQL) 15.19``."""
-    out = subprocess.run([pg_program(name), "--version"], capture_output=True, text=True, check=False)
+    program = pg_program(name)
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(
+            f"cannot run {program} --version ({type(exc).__name__}): check the PostgreSQL installation"
+        ) from exc
     return out.stdout.strip()

@@ -18,6 +18,7 @@ from drlib.exceptions import ConnectionFailed
 from drlib.postgres.backup import foreign_keys, table_stats
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.manifest import BackupManifest
+from drlib.secrets import redact
 
 
 def orphan_query(spec: OrphanCheck) -> sql.Composed:
@@ -49,7 +50,6 @@ def verify_database(*, target: PgTarget, manifest: BackupManifest | None, exact:
 
     ``exact``: row counts and newest rows equal the backup's (right after a restore). Otherwise
     at least the backup's (once the application has written again)."""
-    settings = target.settings
     results: list[CheckResult] = []
     try:
         conn = target.connect()
@@ -66,85 +66,109 @@ def verify_database(*, target: PgTarget, manifest: BackupManifest | None, exact:
             ]
         )
     with conn:
-        version_row = conn.execute("SELECT version()").fetchone()
-        results.append(
-            check(
-                "database_connection",
-                True,
-                expected="SELECT version() succeeds",
-                observed=str(version_row[0]).split(",")[0] if version_row else "?",
-            )
-        )
-        present = existing_tables(conn)
-        missing = [t for t in settings.tables if t not in present]
-        results.append(
-            check(
-                "expected_tables",
-                not missing,
-                expected=sorted(settings.tables),
-                observed=sorted(t for t in settings.tables if t in present),
-                detail=f"missing: {', '.join(missing)}" if missing else "",
-            )
-        )
-        stats = table_stats(conn, settings.tables, settings.created_at_column)
-        if manifest is not None:
-            for table, expected in manifest.tables.items():
-                observed = stats.get(table)
-                rows = observed.rows if observed else -1
-                results.append(
-                    check(
-                        f"row_count:{table}",
-                        rows == expected.rows if exact else rows >= expected.rows,
-                        expected=expected.rows if exact else f">= {expected.rows}",
-                        observed=rows if observed else "table missing",
-                        detail="equals the backup manifest" if exact else "at least the backup's rows",
-                    )
-                )
-            fks = set(foreign_keys(conn))
-            missing_fks = sorted(set(manifest.foreign_keys) - fks)
+        try:
+            _run_checks(conn, target=target, manifest=manifest, exact=exact, results=results)
+        except psycopg.Error as exc:
+            reason = redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             results.append(
                 check(
-                    "foreign_keys",
-                    not missing_fks,
-                    expected=len(manifest.foreign_keys),
-                    observed=len(fks & set(manifest.foreign_keys)),
-                    detail=f"missing: {', '.join(missing_fks)}"
-                    if missing_fks
-                    else "every foreign key of the backup is present",
+                    "database_queries",
+                    False,
+                    expected="every verification query runs",
+                    observed=type(exc).__name__,
+                    detail=f"{reason}: check the database user's privileges and that the server is up",
                 )
             )
-        else:
-            fks = set(foreign_keys(conn))
-            results.append(check("foreign_keys", bool(fks), expected="at least one", observed=len(fks)))
-        for spec in settings.orphan_checks:
-            if spec.child_table not in present or spec.parent_table not in present:
-                results.append(check(spec.name, False, expected=0, observed="table missing"))
-                continue
-            row = conn.execute(orphan_query(spec)).fetchone()
-            orphans = int(row[0]) if row else -1
-            results.append(
-                check(
-                    spec.name,
-                    orphans == 0,
-                    expected=0,
-                    observed=orphans,
-                    detail=f"{spec.child_table}.{spec.child_column} → {spec.parent_table}.{spec.parent_column}",
-                )
-            )
-        if manifest is not None:
-            for table, expected in manifest.tables.items():
-                if expected.newest_created_at is None:
-                    continue
-                observed = stats.get(table)
-                got = observed.newest_created_at if observed else None
-                newest = expected.newest_created_at
-                results.append(
-                    check(
-                        f"newest_created_at:{table}",
-                        got == newest if exact else got is not None and _ts(got) >= _ts(newest),
-                        expected=newest if exact else f">= {newest}",
-                        observed=got,
-                        detail="data matches the backup timestamp",
-                    )
-                )
     return Checks(results)
+
+
+def _run_checks(
+    conn: psycopg.Connection,
+    *,
+    target: PgTarget,
+    manifest: BackupManifest | None,
+    exact: bool,
+    results: list[CheckResult],
+) -> None:
+    settings = target.settings
+    version_row = conn.execute("SELECT version()").fetchone()
+    results.append(
+        check(
+            "database_connection",
+            True,
+            expected="SELECT version() succeeds",
+            observed=str(version_row[0]).split(",")[0] if version_row else "?",
+        )
+    )
+    present = existing_tables(conn)
+    missing = [t for t in settings.tables if t not in present]
+    results.append(
+        check(
+            "expected_tables",
+            not missing,
+            expected=sorted(settings.tables),
+            observed=sorted(t for t in settings.tables if t in present),
+            detail=f"missing: {', '.join(missing)}" if missing else "",
+        )
+    )
+    stats = table_stats(conn, settings.tables, settings.created_at_column)
+    if manifest is not None:
+        for table, expected in manifest.tables.items():
+            observed = stats.get(table)
+            rows = observed.rows if observed else -1
+            results.append(
+                check(
+                    f"row_count:{table}",
+                    rows == expected.rows if exact else rows >= expected.rows,
+                    expected=expected.rows if exact else f">= {expected.rows}",
+                    observed=rows if observed else "table missing",
+                    detail="equals the backup manifest" if exact else "at least the backup's rows",
+                )
+            )
+        fks = set(foreign_keys(conn))
+        missing_fks = sorted(set(manifest.foreign_keys) - fks)
+        results.append(
+            check(
+                "foreign_keys",
+                not missing_fks,
+                expected=len(manifest.foreign_keys),
+                observed=len(fks & set(manifest.foreign_keys)),
+                detail=f"missing: {', '.join(missing_fks)}"
+                if missing_fks
+                else "every foreign key of the backup is present",
+            )
+        )
+    else:
+        fks = set(foreign_keys(conn))
+        results.append(check("foreign_keys", bool(fks), expected="at least one", observed=len(fks)))
+    for spec in settings.orphan_checks:
+        if spec.child_table not in present or spec.parent_table not in present:
+            results.append(check(spec.name, False, expected=0, observed="table missing"))
+            continue
+        row = conn.execute(orphan_query(spec)).fetchone()
+        orphans = int(row[0]) if row else -1
+        results.append(
+            check(
+                spec.name,
+                orphans == 0,
+                expected=0,
+                observed=orphans,
+                detail=f"{spec.child_table}.{spec.child_column} → {spec.parent_table}.{spec.parent_column}",
+            )
+        )
+    if manifest is not None:
+        for table, expected in manifest.tables.items():
+            if expected.newest_created_at is None:
+                continue
+            observed = stats.get(table)
+            got = observed.newest_created_at if observed else None
+            newest = expected.newest_created_at
+            results.append(
+                check(
+                    f"newest_created_at:{table}",
+                    got == newest if exact else got is not None and _ts(got) >= _ts(newest),
+                    expected=newest if exact else f">= {newest}",
+                    observed=got,
+                    detail="data matches the backup timestamp",
+                )
+            )

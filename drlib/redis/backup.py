@@ -31,6 +31,7 @@ from drlib.redis.connection import (
     redis_server_program,
     wait_until_loaded,
 )
+from drlib.selection import check_backup_folder
 
 MANIFEST_SUFFIX = ".manifest.json"
 RDB_MAGIC = b"REDIS"
@@ -81,6 +82,21 @@ def read_manifest(path: Path) -> RedisManifest:
 
 def describe_rdb(path: Path, *, timeout: float = 60) -> Fingerprint:
     """Load ``path`` into a private, temporary Redis and fingerprint what it holds."""
+    try:
+        return _describe(path, timeout=timeout)
+    except redis.RedisError as exc:
+        raise BackupCorrupt(
+            f"the RDB {path} could not be loaded into a temporary Redis ({type(exc).__name__}): it is "
+            "damaged or from a newer Redis; take a new backup"
+        ) from exc
+    except OSError as exc:
+        raise RedisBackupFailed(
+            f"cannot load {path} into a temporary Redis ({type(exc).__name__}: {exc.strerror or exc}): check "
+            "free space in the temporary folder"
+        ) from exc
+
+
+def _describe(path: Path, *, timeout: float) -> Fingerprint:
     with tempfile.TemporaryDirectory(prefix="drlib-rdb-") as folder:
         shutil.copyfile(path, Path(folder) / "dump.rdb")
         port = free_port()
@@ -145,13 +161,18 @@ def _fetch_rdb(profile: Profile, client: redis.Redis, dest: Path) -> None:
         shutil.copyfile(source, dest)
         return
     env = {**os.environ, "REDISCLI_AUTH": profile.secret(profile.redis.password_secret, required=False) or ""}
-    result = subprocess.run(
-        ["redis-cli", "-h", profile.redis.host, "-p", str(profile.redis.port), "--rdb", str(dest)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            ["redis-cli", "-h", profile.redis.host, "-p", str(profile.redis.port), "--rdb", str(dest)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise RedisBackupFailed(
+            "Redis's RDB is not on this machine and redis-cli (to stream it) is not on PATH: install redis-tools"
+        ) from exc
     if result.returncode != 0:
         raise RedisBackupFailed(f"redis-cli --rdb failed: {result.stderr.strip()}")
 
@@ -159,7 +180,13 @@ def _fetch_rdb(profile: Profile, client: redis.Redis, dest: Path) -> None:
 def backup_redis(profile: Profile, *, backup_dir: Path | None = None) -> RedisBackup:
     """BGSAVE, fetch the RDB, restore-test it and write its manifest."""
     backup_dir = backup_dir or profile.backups.redis_dir
-    backup_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        backup_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RedisBackupFailed(
+            f"cannot create the Redis backup folder {backup_dir} ({type(exc).__name__}: {exc.strerror or exc}): "
+            "check [backups] redis_dir and its permissions"
+        ) from exc
     client = redis_client(profile)
     try:
         taken = bgsave(client)
@@ -167,37 +194,58 @@ def backup_redis(profile: Profile, *, backup_dir: Path | None = None) -> RedisBa
         name = f"redis_{taken:%Y-%m-%d_%H%M%S}.rdb"
         final, partial = backup_dir / name, backup_dir / (name + ".partial")
         _fetch_rdb(profile, client, partial)
+        os.replace(partial, final)
     except redis.RedisError as exc:
         raise redis_error(exc, profile) from exc
+    except OSError as exc:
+        raise RedisBackupFailed(
+            f"cannot write the RDB into {backup_dir} ({type(exc).__name__}: {exc.strerror or exc}): check free "
+            "space and permissions"
+        ) from exc
     finally:
         client.close()
-    os.replace(partial, final)
     described = describe_rdb(final)
-    manifest = RedisManifest(
-        file=name,
-        created_at=taken.isoformat(),
-        size_bytes=final.stat().st_size,
-        sha256=sha256_file(final),
-        redis_version=version,
-        keys=described.keys,
-        prefixes=described.prefixes,
-        digest=described.digest,
-        drlib_version=__version__,
-    )
-    manifest_path(final).write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
+    try:
+        manifest = RedisManifest(
+            file=name,
+            created_at=taken.isoformat(),
+            size_bytes=final.stat().st_size,
+            sha256=sha256_file(final),
+            redis_version=version,
+            keys=described.keys,
+            prefixes=described.prefixes,
+            digest=described.digest,
+            drlib_version=__version__,
+        )
+        manifest_path(final).write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise RedisBackupFailed(
+            f"the RDB {final} was written but its manifest could not be ({type(exc).__name__}): check free space "
+            "in the backup folder and take the backup again"
+        ) from exc
     return RedisBackup(path=final, created_at=taken, manifest=manifest)
 
 
 def list_redis_backups(backup_dir: Path) -> list[RedisBackup]:
-    if not backup_dir.is_dir():
-        raise BackupNotFound(f"Redis backup folder {backup_dir} does not exist: check [backups] redis_dir")
+    """Backups named ``redis_YYYY-MM-DD_HHMMSS.rdb``, oldest first (other names are skipped)."""
+    check_backup_folder(backup_dir, what="Redis backup", setting="redis_dir")
+    try:
+        paths = sorted(backup_dir.glob("redis_*.rdb"))
+    except OSError as exc:
+        raise BackupNotFound(
+            f"Redis backup folder {backup_dir} cannot be listed ({type(exc).__name__}): check its permissions"
+        ) from exc
     found = []
-    for path in sorted(backup_dir.glob("redis_*.rdb")):
+    for path in paths:
         try:
-            manifest = read_manifest(manifest_path(path))
-            when = manifest.created
-        except BackupCorrupt:
-            manifest = None
-            when = datetime.strptime(path.stem.removeprefix("redis_"), "%Y-%m-%d_%H%M%S").replace(tzinfo=UTC)
+            named = datetime.strptime(path.stem.removeprefix("redis_"), "%Y-%m-%d_%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not a name drlib writes
+        try:
+            manifest: RedisManifest | None = read_manifest(manifest_path(path))
+            assert manifest is not None
+            when = manifest.created if manifest.created.tzinfo else manifest.created.replace(tzinfo=UTC)
+        except (BackupCorrupt, TypeError, ValueError):
+            manifest, when = None, named
         found.append(RedisBackup(path=path, created_at=when, manifest=manifest))
     return sorted(found, key=lambda b: b.created_at)

@@ -75,8 +75,8 @@ def wait_until_loaded(client: redis.Redis, *, timeout: float = 60) -> None:
         try:
             if int(client.info("persistence").get("loading", 0)) == 0:
                 return
-        except redis.BusyLoadingError:
-            pass
+        except (redis.BusyLoadingError, redis.ConnectionError, redis.TimeoutError):
+            pass  # still loading, or not listening yet
         if time.monotonic() > deadline:
             raise DrlibError(f"Redis was still loading its dataset after {timeout:.0f}s")
         time.sleep(0.1)
