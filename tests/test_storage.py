@@ -371,3 +371,30 @@ def test_a_storage_backups_folder_that_is_a_file_is_refused_with_a_clear_message
     (tmp_path / "backups").write_text("not a folder")
     with pytest.raises(ConfigError, match=r"is a file, not a folder.*backups\.storage_dir"):
         list_storage_backups(backup_dir=tmp_path / "backups")
+
+
+def test_an_unreadable_file_fails_the_checksum_check_and_is_named(
+    tree: Path, archive: StorageBackup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = sorted(archive.manifest.files)[4]  # type: ignore[union-attr]
+    real = LocalStorage.sha256
+
+    def denied(self: LocalStorage, name: str) -> str:
+        if name == key:  # root reads any file, so a chmod 000 would not show this
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tree / name))
+        return real(self, name)
+
+    monkeypatch.setattr(LocalStorage, "sha256", denied)
+    result = {c.name: c for c in verify_storage(LocalStorage(tree), archive.manifest)}  # type: ignore[arg-type]
+    assert result["checksums"].status == "fail" and f"unreadable: {key}" in result["checksums"].detail
+
+
+def test_an_unreadable_archive_is_refused_with_a_clear_message(
+    archive: StorageBackup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(path: Path) -> str:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(restore_module, "sha256_file", denied)
+    with pytest.raises(BackupCorrupt, match=r"cannot read storage archive .*Permission denied.*permissions"):
+        verify_storage_backup(archive)

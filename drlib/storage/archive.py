@@ -286,7 +286,10 @@ def extract_archive(archive: Path, dest: Path, *, manifest: StorageManifest | No
 
 def list_archive(archive: Path) -> list[str]:
     """The regular files an archive lists (the runbook's ``tar -tzf … | wc -l``)."""
-    process = subprocess.run(["tar", "-tvf", str(archive)], capture_output=True, text=True, check=False)
+    try:
+        process = subprocess.run(["tar", "-tvf", str(archive)], capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise DrlibError(f"cannot list {archive.name}: the tar command is not installed; install it") from exc
     if process.returncode != 0:
         raise DrlibError(f"cannot list {archive.name}: {process.stderr.strip()}")
     return [line.split(maxsplit=5)[5] for line in process.stdout.splitlines() if line.startswith("-")]

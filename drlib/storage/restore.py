@@ -23,7 +23,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from drlib.checks import Checks, check
+from drlib.checks import CheckResult, Checks, check
 from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfirmationRequired, DrlibError, RestoreFailed
 from drlib.hashing import copy_hashing, parallel_map, sha256_file
 from drlib.plans import RestorePlan, timestamp_suffix
@@ -91,33 +91,42 @@ def verify_storage_backup(backup: StorageBackup) -> VerifiedStorageBackup:
         )
     ]
     if backup.kind == "archive":
-        size = path.stat().st_size
-        if size == 0:
-            raise BackupCorrupt(f"storage archive {path} is 0 bytes: pick an earlier backup")
-        with path.open("rb") as handle:
-            head = handle.read(4)
-        if not (head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)):
-            raise BackupCorrupt(f"storage archive {path} has the wrong format: not gzip or zstd compressed")
-        if size != manifest.archive_size:
+        try:
+            results.append(_check_archive_file(path, manifest))
+        except OSError as exc:
             raise BackupCorrupt(
-                f"storage archive {path} is {size} bytes but its manifest says "
-                f"{manifest.archive_size}: it is {'truncated' if size < manifest.archive_size else 'altered'}"
-            )
-        digest = sha256_file(path)
-        if digest != manifest.archive_sha256:
-            raise BackupCorrupt(f"storage archive {path} fails its checksum: it changed after it was written")
-        results.append(
-            check(
-                "storage_backup_checksum",
-                True,
-                expected=manifest.archive_sha256[:16],
-                observed=digest[:16],
-                detail="sha256 of the archive",
-            )
-        )
+                f"cannot read storage archive {path} ({exc.strerror}): check its permissions and the disk, "
+                "or pick another backup"
+            ) from exc
     elif not path.is_dir():
         raise BackupCorrupt(f"full copy {path} is not a folder")
     return VerifiedStorageBackup(backup, manifest, Checks(results))
+
+
+def _check_archive_file(path: Path, manifest: StorageManifest) -> CheckResult:
+    """Size, format and sha256 of an archive against its manifest (raises :class:`BackupCorrupt`)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise BackupCorrupt(f"storage archive {path} is 0 bytes: pick an earlier backup")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not (head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)):
+        raise BackupCorrupt(f"storage archive {path} has the wrong format: not gzip or zstd compressed")
+    if size != manifest.archive_size:
+        raise BackupCorrupt(
+            f"storage archive {path} is {size} bytes but its manifest says "
+            f"{manifest.archive_size}: it is {'truncated' if size < manifest.archive_size else 'altered'}"
+        )
+    digest = sha256_file(path)
+    if digest != manifest.archive_sha256:
+        raise BackupCorrupt(f"storage archive {path} fails its checksum: it changed after it was written")
+    return check(
+        "storage_backup_checksum",
+        True,
+        expected=manifest.archive_sha256[:16],
+        observed=digest[:16],
+        detail="sha256 of the archive",
+    )
 
 
 def restore_local(
@@ -233,7 +242,13 @@ def drop_old_tree(path: Path, *, live_root: Path, confirm: bool = False) -> str 
         raise ConfirmationRequired(f"refusing to delete the live storage tree {live_root}")
     if not confirm:
         return RestorePlan(action=f"delete {path}", steps=(f"rm -r {path}",))
-    shutil.rmtree(path)
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise RestoreFailed(
+            f"could not delete the kept tree {path} ({exc.strerror} at {exc.filename}): part of it may remain; "
+            "fix the permissions and drop it again"
+        ) from exc
     return f"deleted {path}"
 
 
