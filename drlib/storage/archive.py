@@ -2,8 +2,8 @@
 it is written.
 
 Decompression runs in its own process (``gzip -dc`` / ``zstd -dc``), feeding Python through a
-pipe, so decompressing and writing use two cores as ``tar -xzf`` does; tarfile's stream mode
-reads the members. Every member that would write or point outside the target (absolute paths,
+pipe, so decompressing and writing use two cores as ``tar -xzf`` does; tarfile parses the
+headers. Every member that would write or point outside the target (absolute paths,
 ``..``, links pointing outside, chains of links, writes through a link, devices) is refused before
 anything of it is written, and the whole extraction goes to a staging folder.
 """
@@ -144,6 +144,42 @@ class MemberGuard:
             self.kinds.setdefault("/".join(parts[:depth]), "dir")
 
 
+class _ForwardReader:
+    """A pipe as a file tarfile reads in its normal mode: ``tell`` counts, seeking forward skips.
+
+    tarfile parses every header (ustar, pax, GNU) from it; each file's bytes are then moved
+    straight from the pipe with ``readinto``, not through tarfile's stream buffer, which copies
+    every byte several times (measured: see ``benchmarks/storage_benchmark.py``)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.position = 0
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset < self.position:
+            raise tarfile.ReadError("the archive is read as a stream: it cannot go backwards")
+        remaining = offset - self.position
+        while remaining:
+            data = self.read(min(remaining, CHUNK))
+            if not data:
+                break  # past the end: tarfile's next read finds no data and says so
+            remaining -= len(data)
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.position += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        n: int = self.stream.readinto(buffer)  # type: ignore[attr-defined]
+        self.position += n
+        return n
+
+
 class _Hasher:
     """Hashes chunks on a second thread (hashlib releases the GIL) while the first one writes:
     verifying every file then costs about no extra time."""
@@ -180,12 +216,12 @@ class _Hasher:
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _copy(reader: IO[bytes], size: int, out: BinaryIO, digest: Any, hasher: _Hasher, archive: Path) -> None:
+def _copy(reader: _ForwardReader, size: int, out: BinaryIO, digest: Any, hasher: _Hasher, archive: Path) -> None:
     """Copy ``size`` bytes of a member to ``out``; ``hasher`` hashes them on another core."""
     remaining = size
     while remaining:
         buffer = hasher.free.get()
-        n = reader.readinto(memoryview(buffer)[: min(remaining, CHUNK)])  # type: ignore[attr-defined]
+        n = reader.readinto(memoryview(buffer)[: min(remaining, CHUNK)])
         if not n:
             hasher.free.put(buffer)
             raise BackupCorrupt(f"{archive.name} ends in the middle of a file: it is truncated")
@@ -194,7 +230,9 @@ def _copy(reader: IO[bytes], size: int, out: BinaryIO, digest: Any, hasher: _Has
         remaining -= n
 
 
-def _write_members(tar: tarfile.TarFile, archive: Path, dest: Path, hasher: _Hasher) -> dict[str, int]:
+def _write_members(
+    tar: tarfile.TarFile, stream: _ForwardReader, archive: Path, dest: Path, hasher: _Hasher
+) -> dict[str, int]:
     """Write every member of ``tar`` (checked first by :class:`MemberGuard`) under ``dest``."""
     guard = MemberGuard(archive, dest)
     root = str(dest)
@@ -225,13 +263,11 @@ def _write_members(tar: tarfile.TarFile, archive: Path, dest: Path, hasher: _Has
             os.link(f"{root}/{source}", target, follow_symlinks=False)
             guard.record(relative, "file")
             continue
-        reader = tar.extractfile(member)
-        assert reader is not None  # a regular file
         digest = hashlib.sha256()
         fd = os.open(target, _WRITE_FLAGS, 0o600)
         guard.record(relative, "file")
         with open(fd, "wb", buffering=0) as out:
-            _copy(reader, member.size, out, digest, hasher, archive)
+            _copy(stream, member.size, out, digest, hasher, archive)
             os.fchmod(fd, (member.mode if member.mode is not None else 0o644) & 0o7777)
             os.utime(fd, (member.mtime, member.mtime))
         hasher.finish_file(relative, digest)
@@ -242,8 +278,8 @@ def _write_members(tar: tarfile.TarFile, archive: Path, dest: Path, hasher: _Has
 def extract_archive(archive: Path, dest: Path, *, manifest: StorageManifest | None) -> Extraction:
     """Stream ``archive`` into ``dest`` (which must be new), hashing each file on the way.
 
-    Members are read with tarfile's stream mode from a ``gzip -dc``/``zstd -dc`` pipe; every member
-    passes :class:`MemberGuard` before anything of it is written."""
+    tarfile reads the members' headers from a ``gzip -dc``/``zstd -dc`` pipe; every member passes
+    :class:`MemberGuard` before anything of it is written."""
     dest.mkdir(parents=True, exist_ok=False)
     result = Extraction()
     expected = manifest.files if manifest else {}
@@ -259,8 +295,9 @@ def extract_archive(archive: Path, dest: Path, *, manifest: StorageManifest | No
     hasher = _Hasher()
     try:
         try:
-            with tarfile.open(fileobj=process.stdout, mode="r|", bufsize=STREAM_BUFFER) as tar:
-                sizes = _write_members(tar, archive, dest, hasher)
+            stream = _ForwardReader(process.stdout)
+            with tarfile.TarFile(fileobj=stream, mode="r") as tar:  # type: ignore[arg-type]
+                sizes = _write_members(tar, stream, archive, dest, hasher)
             while process.stdout.read(STREAM_BUFFER):  # the end-of-archive padding: let the decompressor finish
                 pass
         except tarfile.TarError as exc:
