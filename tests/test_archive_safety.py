@@ -122,6 +122,7 @@ HOSTILE = {
     "a link made unsafe by a later link": ([link("b", "a/.."), link("a", "."), file("b/evil")], "'a'"),
     "a character device": ([special("videos/dev", tarfile.CHRTYPE)], "videos/dev"),
     "a fifo": ([special("videos/fifo", tarfile.FIFOTYPE)], "videos/fifo"),
+    "a sparse file": ([special("videos/sparse", tarfile.GNUTYPE_SPARSE)], "videos/sparse"),
     "a file written through a symbolic link": (
         [link("videos/current", "../artifacts"), file("videos/current/evil.txt")],
         "videos/current/evil.txt",

@@ -91,6 +91,8 @@ class MemberGuard:
             filtered = tarfile.data_filter(member, self.dest)
         except tarfile.FilterError as exc:
             raise self.refuse(name, _FILTER_REASONS.get(type(exc), str(exc))) from exc
+        if member.issparse():
+            raise self.refuse(name, "a sparse file, which a storage backup never holds")
         relative = "/".join(parts)
         if not relative:
             if member.isdir():
