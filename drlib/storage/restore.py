@@ -143,7 +143,7 @@ def restore_local(
     staging = live_root.parent / f".{live_root.name}.restore-{stamp}"
     old = live_root.parent / f"{live_root.name}.old-{stamp}"
     needed = restore_space_needed(manifest)
-    require_free_space(
+    free = require_free_space(
         path=live_root.parent,
         required_bytes=needed,
         what=f"the storage restore from {backup.name} ({manifest.total_files} files)",
@@ -154,6 +154,7 @@ def restore_local(
         return RestorePlan(
             action=f"restore storage from {backup.name}",
             steps=(
+                f"free space: about {format_bytes(needed)} needed, {format_bytes(free)} free at {live_root.parent}",
                 f"{how} into {staging}, checking every file's sha256 against the manifest",
                 f"rename {live_root} -> {old} (kept)"
                 if live_root.exists()
