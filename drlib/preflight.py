@@ -96,6 +96,24 @@ def data_directory(target: PgTarget) -> Path | None:
     return Path(row[0]) if row else None
 
 
+def free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem holding ``path`` (or its nearest existing parent)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def require_free_space(*, path: Path, required_bytes: int, what: str, then: str) -> int:
+    """The free bytes at ``path``; :class:`InsufficientDiskSpace` when fewer than ``required_bytes``."""
+    free = free_bytes(path)
+    if free < required_bytes:
+        raise InsufficientDiskSpace(
+            f"not enough free disk space for {what}: {format_bytes(free)} free at {path}, "
+            f"about {format_bytes(required_bytes)} needed. {then}"
+        )
+    return free
+
+
 def disk_space(*, path: Path | None, required_bytes: int) -> CheckResult:
     """Enough free space at ``path`` for ``required_bytes``; raises :class:`InsufficientDiskSpace`."""
     if path is None:
@@ -107,13 +125,12 @@ def disk_space(*, path: Path | None, required_bytes: int) -> CheckResult:
             warn_only=True,
             detail="check free space on the database host by hand",
         )
-    free = shutil.disk_usage(path).free
-    if free < required_bytes:
-        raise InsufficientDiskSpace(
-            f"not enough free disk space for the restore: {format_bytes(free)} free at {path}, "
-            f"{format_bytes(required_bytes)} needed. Free space (old backups, logs) or grow the volume, "
-            "then retry."
-        )
+    free = require_free_space(
+        path=path,
+        required_bytes=required_bytes,
+        what="the restore",
+        then="Free space (old backups, logs) or grow the volume, then retry.",
+    )
     return check(
         "disk_space",
         True,

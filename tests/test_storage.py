@@ -3,22 +3,27 @@ when its fault is injected."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from drlib import faults
-from drlib.exceptions import BackupCorrupt, RestoreFailed
+from drlib import faults, preflight
+from drlib.exceptions import BackupCorrupt, ConfigError, InsufficientDiskSpace, RestoreFailed
 from drlib.hashing import sha256_file
 from drlib.plans import RestorePlan
 from drlib.sandbox.stack import Sandbox
+from drlib.storage import archive as archive_module
+from drlib.storage import restore as restore_module
 from drlib.storage.backends import LocalStorage
 from drlib.storage.backup import archive_local, copy_full
 from drlib.storage.catalogue import StorageBackup, list_storage_backups, select_storage_backup
@@ -277,3 +282,119 @@ def test_long_and_unicode_file_names_survive_an_archive_round_trip(tree: Path, t
     restore_local(verify_storage_backup(backup), live_root=tree, confirm=True)
     assert deep.read_text() == "{}"
     assert verify_storage(LocalStorage(tree), backup.manifest).passed  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
+    """A 2 MiB tmpfs (when mounting is permitted) holding a live tree; ``True`` when it is real."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mount = shutil.which("mount") or "mount"
+    mounted = subprocess.run([mount, "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    live = disk / "live"
+    (live / "voiceovers").mkdir(parents=True)
+    (live / "voiceovers" / "current.wav").write_bytes(b"live audio")
+    yield disk, mounted.returncode == 0
+    if mounted.returncode == 0:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.fixture
+def big_backup(tmp_path: Path, request: pytest.FixtureRequest) -> StorageBackup:
+    """A 3 MiB backup (incompressible): more than the small disk holds."""
+    source = tmp_path / "source"
+    for i in range(3):
+        (source / "videos").mkdir(parents=True, exist_ok=True)
+        (source / "videos" / f"clip-{i}.mp4").write_bytes(os.urandom(1024 * 1024))
+    kind = getattr(request, "param", "archive")
+    make = archive_local if kind == "archive" else copy_full
+    return make(root=source, backup_dir=tmp_path / "backups")
+
+
+def tree_state(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("confirm", [False, True])
+def test_a_storage_restore_bigger_than_the_free_space_is_refused_before_anything_is_written(
+    small_disk: tuple[Path, bool], big_backup: StorageBackup, monkeypatch: pytest.MonkeyPatch, confirm: bool
+) -> None:
+    disk, real = small_disk
+    if not real:  # no tmpfs: pretend the volume has 2 MiB free
+        monkeypatch.setattr(preflight.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(2**21, 0, 2**21))  # type: ignore[attr-defined]
+    before = tree_state(disk)
+    with pytest.raises(InsufficientDiskSpace, match=r"not enough free disk space.*restore elsewhere"):
+        restore_local(verify_storage_backup(big_backup), live_root=disk / "live", confirm=confirm)
+    assert tree_state(disk) == before and sorted(p.name for p in disk.iterdir()) == ["live"]
+
+
+@pytest.mark.parametrize("big_backup", ["archive", "full"], indirect=True)
+def test_a_disk_that_fills_up_during_a_storage_restore_is_named_and_the_live_tree_is_untouched(
+    small_disk: tuple[Path, bool], big_backup: StorageBackup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk, real = small_disk
+    monkeypatch.setattr(restore_module, "require_free_space", lambda **_: 0)  # the pre-check was fooled
+    if not real:  # no tmpfs: make writing fail the way a full disk does
+
+        def full(*_: object, **__: object) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(archive_module, "_copy", full)
+        monkeypatch.setattr(restore_module, "copy_hashing", full)
+    before = tree_state(disk)
+    with pytest.raises(RestoreFailed, match=r"no space left on device in .*needs about .*free space or restore else"):
+        restore_local(verify_storage_backup(big_backup), live_root=disk / "live", confirm=True)
+    assert tree_state(disk) == before and sorted(p.name for p in disk.iterdir()) == ["live"]
+
+
+def test_a_failed_swap_puts_the_live_tree_back(
+    tree: Path, archive: StorageBackup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_replace, calls = os.replace, []
+
+    def second_rename_fails(src: Path, dst: Path) -> None:
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(restore_module.os, "replace", second_rename_fails)
+    before = tree_state(tree)
+    with pytest.raises(RestoreFailed, match=r"could not swap.*put back as it was"):
+        restore_local(verify_storage_backup(archive), live_root=tree, confirm=True)
+    monkeypatch.undo()
+    assert tree_state(tree) == before
+    assert not [p for p in tree.parent.iterdir() if ".restore-" in p.name or ".old-" in p.name]
+
+
+def test_a_storage_backups_folder_that_is_a_file_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    (tmp_path / "backups").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"is a file, not a folder.*backups\.storage_dir"):
+        list_storage_backups(backup_dir=tmp_path / "backups")
+
+
+def test_an_unreadable_file_fails_the_checksum_check_and_is_named(
+    tree: Path, archive: StorageBackup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = sorted(archive.manifest.files)[4]  # type: ignore[union-attr]
+    real = LocalStorage.sha256
+
+    def denied(self: LocalStorage, name: str) -> str:
+        if name == key:  # root reads any file, so a chmod 000 would not show this
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tree / name))
+        return real(self, name)
+
+    monkeypatch.setattr(LocalStorage, "sha256", denied)
+    result = {c.name: c for c in verify_storage(LocalStorage(tree), archive.manifest)}  # type: ignore[arg-type]
+    assert result["checksums"].status == "fail" and f"unreadable: {key}" in result["checksums"].detail
+
+
+def test_an_unreadable_archive_is_refused_with_a_clear_message(
+    archive: StorageBackup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(path: Path) -> str:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(restore_module, "sha256_file", denied)
+    with pytest.raises(BackupCorrupt, match=r"cannot read storage archive .*Permission denied.*permissions"):
+        verify_storage_backup(archive)

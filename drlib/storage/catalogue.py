@@ -12,6 +12,7 @@ import botocore.exceptions
 import pandas as pd
 
 from drlib.config import Profile
+from drlib.exceptions import ConfigError
 from drlib.selection import select_backup
 from drlib.storage.backends import S3Storage, s3_client
 from drlib.storage.manifest import MANIFEST_SUFFIX, StorageManifest, manifest_path_for, read_manifest
@@ -48,9 +49,20 @@ def name_time(match: re.Match[str]) -> datetime:
 
 def _local(backup_dir: Path) -> list[StorageBackup]:
     found: list[StorageBackup] = []
-    if not backup_dir.is_dir():
+    if not backup_dir.exists():
         return found
-    for path in backup_dir.iterdir():
+    if not backup_dir.is_dir():
+        raise ConfigError(
+            f"the storage backups folder {backup_dir} is a file, not a folder: point backups.storage_dir in "
+            "the profile at the backups folder (or move the file away), then retry"
+        )
+    try:
+        paths = list(backup_dir.iterdir())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot list the storage backups folder {backup_dir} ({exc.strerror}): fix its permissions, then retry"
+        ) from exc
+    for path in paths:
         archive, full = ARCHIVE_NAME.match(path.name), FULL_NAME.match(path.name)
         match = archive or full
         if not match:
@@ -101,7 +113,10 @@ def _with_remote_manifest(client: Any, bucket: str, prefix: str, backup: Storage
         body = client.get_object(Bucket=bucket, Key=f"{prefix}{backup.name}{MANIFEST_SUFFIX}")["Body"].read()
     except botocore.exceptions.ClientError:
         return backup
-    manifest = StorageManifest.from_json(body.decode())
+    try:
+        manifest = StorageManifest.from_json(body.decode())
+    except (ValueError, TypeError, KeyError):
+        return backup  # an unreadable manifest: listed without one; verifying it refuses it
     return StorageBackup(
         kind=backup.kind, name=backup.name, location=backup.location, created_at=manifest.created, manifest=manifest
     )

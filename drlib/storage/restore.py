@@ -12,6 +12,7 @@ Single objects can be restored alone, and a versioned bucket can be put back as 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -22,16 +23,22 @@ from typing import Any
 
 import botocore.exceptions
 
-from drlib.checks import Checks, check
-from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfirmationRequired, RestoreFailed
+from drlib.checks import CheckResult, Checks, check
+from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfirmationRequired, DrlibError, RestoreFailed
 from drlib.hashing import copy_hashing, parallel_map, sha256_file
 from drlib.plans import RestorePlan, timestamp_suffix
+from drlib.preflight import free_bytes, require_free_space
 from drlib.storage.archive import extract_archive
 from drlib.storage.backends import TRANSFER, S3Storage
 from drlib.storage.catalogue import StorageBackup
 from drlib.storage.manifest import StorageManifest, manifest_path_for, read_manifest
+from drlib.units import format_bytes
 
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+#: Free space wanted on top of the files' bytes (directories, metadata) ...
+STORAGE_HEADROOM = 1.05
+#: ... and per file, for the partly used last block of each.
+PER_FILE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -84,33 +91,42 @@ def verify_storage_backup(backup: StorageBackup) -> VerifiedStorageBackup:
         )
     ]
     if backup.kind == "archive":
-        size = path.stat().st_size
-        if size == 0:
-            raise BackupCorrupt(f"storage archive {path} is 0 bytes: pick an earlier backup")
-        with path.open("rb") as handle:
-            head = handle.read(4)
-        if not (head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)):
-            raise BackupCorrupt(f"storage archive {path} has the wrong format: not gzip or zstd compressed")
-        if size != manifest.archive_size:
+        try:
+            results.append(_check_archive_file(path, manifest))
+        except OSError as exc:
             raise BackupCorrupt(
-                f"storage archive {path} is {size} bytes but its manifest says "
-                f"{manifest.archive_size}: it is {'truncated' if size < manifest.archive_size else 'altered'}"
-            )
-        digest = sha256_file(path)
-        if digest != manifest.archive_sha256:
-            raise BackupCorrupt(f"storage archive {path} fails its checksum: it changed after it was written")
-        results.append(
-            check(
-                "storage_backup_checksum",
-                True,
-                expected=manifest.archive_sha256[:16],
-                observed=digest[:16],
-                detail="sha256 of the archive",
-            )
-        )
+                f"cannot read storage archive {path} ({exc.strerror}): check its permissions and the disk, "
+                "or pick another backup"
+            ) from exc
     elif not path.is_dir():
         raise BackupCorrupt(f"full copy {path} is not a folder")
     return VerifiedStorageBackup(backup, manifest, Checks(results))
+
+
+def _check_archive_file(path: Path, manifest: StorageManifest) -> CheckResult:
+    """Size, format and sha256 of an archive against its manifest (raises :class:`BackupCorrupt`)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise BackupCorrupt(f"storage archive {path} is 0 bytes: pick an earlier backup")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not (head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)):
+        raise BackupCorrupt(f"storage archive {path} has the wrong format: not gzip or zstd compressed")
+    if size != manifest.archive_size:
+        raise BackupCorrupt(
+            f"storage archive {path} is {size} bytes but its manifest says "
+            f"{manifest.archive_size}: it is {'truncated' if size < manifest.archive_size else 'altered'}"
+        )
+    digest = sha256_file(path)
+    if digest != manifest.archive_sha256:
+        raise BackupCorrupt(f"storage archive {path} fails its checksum: it changed after it was written")
+    return check(
+        "storage_backup_checksum",
+        True,
+        expected=manifest.archive_sha256[:16],
+        observed=digest[:16],
+        detail="sha256 of the archive",
+    )
 
 
 def restore_local(
@@ -126,11 +142,19 @@ def restore_local(
     stamp = timestamp_suffix(now)
     staging = live_root.parent / f".{live_root.name}.restore-{stamp}"
     old = live_root.parent / f"{live_root.name}.old-{stamp}"
+    needed = restore_space_needed(manifest)
+    free = require_free_space(
+        path=live_root.parent,
+        required_bytes=needed,
+        what=f"the storage restore from {backup.name} ({manifest.total_files} files)",
+        then="Nothing was written. Free space on that volume, or restore elsewhere (another live_root), then retry.",
+    )
     if not confirm:
         how = f"tar -x of {backup.name}" if backup.kind == "archive" else f"copy of {backup.name}/"
         return RestorePlan(
             action=f"restore storage from {backup.name}",
             steps=(
+                f"free space: about {format_bytes(needed)} needed, {format_bytes(free)} free at {live_root.parent}",
                 f"{how} into {staging}, checking every file's sha256 against the manifest",
                 f"rename {live_root} -> {old} (kept)"
                 if live_root.exists()
@@ -159,18 +183,11 @@ def restore_local(
             )
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        reason = (
-            exc.message if isinstance(exc, RestoreFailed | BackupCorrupt) else f"interrupted ({type(exc).__name__})"
-        )
         raise RestoreFailed(
-            f"storage restore from {backup.name} failed: {reason}. The live tree {live_root} was not "
-            "touched and the staging folder was removed."
+            f"storage restore from {backup.name} failed: {_failure_reason(exc, staging, needed)}. The live tree "
+            f"{live_root} was not touched and the staging folder was removed."
         ) from exc
-    kept = None
-    if live_root.exists():
-        os.replace(live_root, old)
-        kept = str(old)
-    os.replace(staging, live_root)
+    kept = _swap_in(staging, live_root=live_root, old=old, backup=backup.name)
     return StorageRestoreResult(
         backup=backup.name,
         target=str(live_root),
@@ -181,13 +198,58 @@ def restore_local(
     )
 
 
+def restore_space_needed(manifest: StorageManifest) -> int:
+    """About how many bytes restoring ``manifest``'s files takes on disk."""
+    return int(manifest.total_bytes * STORAGE_HEADROOM) + PER_FILE_BYTES * manifest.total_files
+
+
+def _failure_reason(exc: BaseException, staging: Path, needed: int) -> str:
+    """Why a restore into ``staging`` failed, said for an operator (after staging was removed)."""
+    if isinstance(exc, DrlibError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on device in {staging.parent}: the restore needs about {format_bytes(needed)}, "
+            f"{format_bytes(free_bytes(staging.parent))} is free now; free space or restore elsewhere"
+        )
+    if isinstance(exc, OSError):
+        where = exc.filename or staging
+        return f"{exc.strerror or type(exc).__name__} at {where}; fix that (permissions, mounts) and retry"
+    return f"interrupted ({type(exc).__name__})"
+
+
+def _swap_in(staging: Path, *, live_root: Path, old: Path, backup: str) -> str | None:
+    """Rename the live tree to ``old`` and ``staging`` to the live tree; put things back on failure."""
+    kept = None
+    try:
+        if live_root.exists():
+            os.replace(live_root, old)
+            kept = str(old)
+        os.replace(staging, live_root)
+    except OSError as exc:
+        if kept is not None and not live_root.exists():
+            os.replace(old, live_root)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RestoreFailed(
+            f"storage restore from {backup} could not swap the restored tree in ({exc.strerror}): the live tree "
+            f"{live_root} was put back as it was and the staging folder was removed; fix the folder and retry"
+        ) from exc
+    return kept
+
+
 def drop_old_tree(path: Path, *, live_root: Path, confirm: bool = False) -> str | RestorePlan:
     """Delete a tree kept by a swap (only with ``confirm``, never the live tree)."""
     if path.resolve() == live_root.resolve():
         raise ConfirmationRequired(f"refusing to delete the live storage tree {live_root}")
     if not confirm:
         return RestorePlan(action=f"delete {path}", steps=(f"rm -r {path}",))
-    shutil.rmtree(path)
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise RestoreFailed(
+            f"could not delete the kept tree {path} ({exc.strerror} at {exc.filename}): part of it may remain; "
+            "fix the permissions and drop it again"
+        ) from exc
     return f"deleted {path}"
 
 

@@ -61,21 +61,36 @@ def checksum_check(
 ) -> CheckResult:
     present = {f.key for f in files}
     keys = sorted(present & set(manifest.files))
-    digests = parallel_map(storage.sha256, keys, workers=workers)
-    changed = [k for k, d in zip(keys, digests, strict=True) if d != manifest.files[k].sha256]
+    digests = parallel_map(lambda key: _sha256_or_none(storage, key), keys, workers=workers)
+    unreadable = [k for k, d in zip(keys, digests, strict=True) if d is None]
+    changed = [k for k, d in zip(keys, digests, strict=True) if d is not None and d != manifest.files[k].sha256]
     missing = sorted(set(manifest.files) - present)
     detail = "; ".join(
         part
-        for part in (f"changed: {_names(changed)}" if changed else "", f"missing: {_names(missing)}" if missing else "")
+        for part in (
+            f"changed: {_names(changed)}" if changed else "",
+            f"missing: {_names(missing)}" if missing else "",
+            f"unreadable: {_names(unreadable)}" if unreadable else "",
+        )
         if part
     )
+    bad = len(changed) + len(unreadable)
     return check(
         "checksums",
-        not changed and not missing,
+        not bad and not missing,
         expected=f"{manifest.total_files} files match",
-        observed=f"{len(keys) - len(changed)} match, {len(changed)} changed, {len(missing)} missing",
+        observed=f"{len(keys) - bad} match, {len(changed)} changed, {len(missing)} missing"
+        + (f", {len(unreadable)} unreadable" if unreadable else ""),
         detail=detail or "every file's sha256 equals the manifest's",
     )
+
+
+def _sha256_or_none(storage: LocalStorage | S3Storage, key: str) -> str | None:
+    """A file's sha256, or None when a local file cannot be read (it vanished, or its permissions)."""
+    try:
+        return storage.sha256(key)
+    except OSError:
+        return None
 
 
 def permission_check(root: Path, files: list[StoredFile]) -> CheckResult:
