@@ -411,11 +411,9 @@ def profiles() -> None:
 @handles_errors
 def profile_show(environment: str | None) -> None:
     """Show a resolved profile (secret *names* only, never values)."""
-    from dataclasses import asdict
-
     from drlib.config import load_profile
 
-    click.echo(json.dumps(asdict(load_profile(environment)), indent=2, default=str))
+    click.echo(json.dumps(load_profile(environment).to_dict(), indent=2, default=str))
 
 
 @main.group()

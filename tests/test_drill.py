@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 
 from drlib.cli import main
 from drlib.drill import run_scenario
+from drlib.exceptions import DrillLocked
 from drlib.lock import acquire, lock_path
 from drlib.postgres.connection import PgTarget, database_exists
 from drlib.processes import RUN_MARKER
@@ -321,7 +322,6 @@ def test_the_terminal_shows_each_step_and_the_objectives_and_json_is_for_scripts
     result = drill("redis_loss")
     assert result.exit_code == 0, result.output
     for text in (
-        "... restore_redis",
         "PASSED  restore_redis (",
         "RTO ",
         "RPO ",
@@ -329,7 +329,7 @@ def test_the_terminal_shows_each_step_and_the_objectives_and_json_is_for_scripts
         "warnings: ",
     ):
         assert text in result.output, text
-    scripted = CliRunner(mix_stderr=False).invoke(
+    scripted = CliRunner().invoke(
         main, ["drill", "run", "redis_loss", "--json"], catch_exceptions=False
     )
     assert scripted.exit_code == 0
@@ -424,7 +424,14 @@ def test_kill_9_of_the_drill_command_leaves_no_process_and_a_report(healthy_sand
     # the step it was in (or, the watchdog reacting within a fraction of a second, the one after it)
     assert results.error.step in {s.name for s in results.steps}  # type: ignore[union-attr]
     wait_until(lambda: drill_processes() == [], timeout=30)
-    acquire("sandbox-sandbox", scenario="check").release()  # the lock is free again
+    def lock_is_free() -> bool:  # once the watchdog has finished, the lock is free again
+        try:
+            acquire("sandbox-sandbox", scenario="check").release()
+            return True
+        except DrillLocked:
+            return False
+
+    wait_until(lock_is_free, timeout=30)
 
 
 @pytest.mark.slow

@@ -215,7 +215,7 @@ def test_too_little_free_space_is_refused_before_redis_is_stopped(
 
 def sandbox_redis_command(action: str) -> str:
     code = (
-        "import sys; from drlib.config import load_profile; from drlib.app.base import controller_for; "
+        "import sys; from drlib.config import load_profile; from drlib.services import controller_for; "
         "c = controller_for(load_profile('sandbox'), 'redis'); "
         + ("sys.exit(0 if c.is_running() else 1)" if action == "status" else f"c.{action}()")
     )
