@@ -329,9 +329,7 @@ def test_the_terminal_shows_each_step_and_the_objectives_and_json_is_for_scripts
         "warnings: ",
     ):
         assert text in result.output, text
-    scripted = CliRunner().invoke(
-        main, ["drill", "run", "redis_loss", "--json"], catch_exceptions=False
-    )
+    scripted = CliRunner().invoke(main, ["drill", "run", "redis_loss", "--json"], catch_exceptions=False)
     assert scripted.exit_code == 0
     documents = json.loads(scripted.stdout)
     assert documents[0]["scenario"] == "redis_loss" and documents[0]["status"] == "passed"
@@ -424,6 +422,7 @@ def test_kill_9_of_the_drill_command_leaves_no_process_and_a_report(healthy_sand
     # the step it was in (or, the watchdog reacting within a fraction of a second, the one after it)
     assert results.error.step in {s.name for s in results.steps}  # type: ignore[union-attr]
     wait_until(lambda: drill_processes() == [], timeout=30)
+
     def lock_is_free() -> bool:  # once the watchdog has finished, the lock is free again
         try:
             acquire("sandbox-sandbox", scenario="check").release()
