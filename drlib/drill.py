@@ -31,11 +31,11 @@ from drlib import __version__
 from drlib.checks import CheckResult, check
 from drlib.config import SANDBOX_PROFILE, Profile, load_profile, project_root, reports_dir
 from drlib.evidence import error_info, load_evidence, utcnow
-from drlib.exceptions import DrillInterrupted, DrillRefused, DrlibError, ParameterError
+from drlib.exceptions import DrillInterrupted, DrillRefused, ParameterError
 from drlib.execute import execute_notebook
 from drlib.faults import ensure_drill_target
 from drlib.interrupts import signals_deferred, signals_interrupt
-from drlib.lock import StackLock, acquire
+from drlib.lock import FileLock, acquire
 from drlib.objectives import achieved_rpo_seconds, rto_check
 from drlib.parameters import validate
 from drlib.report import write_report_folder
@@ -105,7 +105,7 @@ class Drill:
     say: Say
     profile: Profile | None = None
     setup: DrillSetup | None = None
-    lock: StackLock | None = None
+    lock: FileLock | None = None
     data_loss: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def save(self) -> None:
@@ -193,7 +193,7 @@ def run_scenario(
                 stop_watchdog(watchdog)
             if drill.lock is not None:
                 drill.lock.release()
-    if failure is not None and not isinstance(failure, DrlibError | DrillInterrupted | Exception):
+    if failure is not None and not isinstance(failure, Exception | DrillInterrupted):
         raise failure  # SystemExit and the like: the report is written, let it through
     return DrillReport(results=results, folder=folder)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -13,44 +13,41 @@ from drlib.exceptions import DrillInterrupted
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+Handler = Callable[[int, FrameType | None], None]
+
+
+@contextmanager
+def _handling(handler: Handler) -> Iterator[None]:
+    """``handler`` for the handled signals while inside (only the main thread may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in HANDLED}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
 
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
     """While inside, the handled signals raise :class:`DrillInterrupted` (once: a second signal
     during the clean-up is ignored, so the report still gets written)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     fired: list[str] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if fired:
-            return
-        fired.append(signal.Signals(signum).name)
-        raise DrillInterrupted(fired[0])
+        if not fired:
+            fired.append(signal.Signals(signum).name)
+            raise DrillInterrupted(fired[0])
 
-    previous = {sig: signal.signal(sig, handler) for sig in HANDLED}
-    try:
+    with _handling(handler):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 @contextmanager
 def signals_deferred() -> Iterator[list[str]]:
     """While inside (writing the report), the handled signals are remembered, not acted on."""
-    if threading.current_thread() is not threading.main_thread():
-        yield []
-        return
     received: list[str] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in HANDLED}
-    try:
+    with _handling(lambda signum, frame: received.append(signal.Signals(signum).name)):
         yield received
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

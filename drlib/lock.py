@@ -1,7 +1,10 @@
-"""One drill per stack at a time. The lock is an ``flock`` on a file under the state folder, named
-after the stack; the file also says who holds it (pid, host, start time, scenario). The kernel drops
-an ``flock`` when its holder dies, however it dies, so a lock left by a killed drill is recognised as
-stale and taken over (the report says so)."""
+"""Locks that free themselves: ``fcntl.flock`` on a file that also says who holds it (pid, host,
+start time, what for). The kernel drops an ``flock`` when its holder dies, however it dies, so a
+lock file left by a killed process never blocks anyone; its contents show who held it last.
+
+Two uses: one drill per stack at a time (:func:`acquire`, refused at once with the holder named),
+and one ``sandbox up``/``down`` at a time (:func:`exclusive`, waiting up to a timeout).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import os
 import platform
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +22,24 @@ from typing import Any
 
 from drlib.config import state_dir
 from drlib.evidence import utcnow
-from drlib.exceptions import DrillLocked
+from drlib.exceptions import DrillLocked, SandboxError
+
+POLL_SECONDS = 0.1
 
 
 @dataclass
-class StackLock:
-    """A held drill lock: ``fd`` is inherited by the watchdog so the lock outlives a killed CLI
-    until its children are stopped."""
+class FileLock:
+    """A held lock. ``previous`` is what the file said before (a holder that is gone); ``fd`` can be
+    inherited by a child (the drill's watchdog) so the lock outlives a killed holder until it is done."""
 
     path: Path
     fd: int
     holder: dict[str, Any]
-    stale: dict[str, Any] | None
+    previous: dict[str, Any] | None
+
+    @property
+    def stale(self) -> dict[str, Any] | None:
+        return self.previous
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
@@ -40,49 +50,99 @@ class StackLock:
             os.close(self.fd)
 
 
-def lock_path(stack: str) -> Path:
-    """The lock file of ``stack`` (a profile name or a database address)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stack).strip("_") or "stack"
-    return state_dir() / "locks" / f"{safe}.lock"
+class LockBusy(Exception):
+    def __init__(self, holder: dict[str, Any]) -> None:
+        super().__init__(holder)
+        self.holder = holder
 
 
 def _read_holder(fd: int) -> dict[str, Any] | None:
     try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        data = os.read(fd, 65536)
+        data = os.pread(fd, 65536, 0)
         holder = json.loads(data) if data.strip() else None
-        return holder if isinstance(holder, dict) else None
     except (OSError, ValueError):
         return None
+    return holder if isinstance(holder, dict) else None
 
 
-def acquire(stack: str, *, scenario: str) -> StackLock:
-    """Take the lock of ``stack`` or raise :class:`DrillLocked` naming the holder."""
-    path = lock_path(stack)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _still_at(fd: int, path: Path) -> bool:
+    """False when the file was deleted or replaced while we waited (e.g. ``sandbox down --purge``)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _read_holder(fd) or {}
-        os.close(fd)
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def take(path: Path, *, purpose: str, timeout: float = 0.0) -> FileLock:
+    """Lock ``path``, waiting up to ``timeout`` seconds; :class:`LockBusy` names the holder if it cannot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockBusy(_read_holder(fd) or {}) from None
+                    time.sleep(POLL_SECONDS)
+            if _still_at(fd, path):
+                previous = _read_holder(fd)
+                holder = {
+                    "pid": os.getpid(),
+                    "host": platform.node(),
+                    "started_at": utcnow().isoformat(),
+                    "scenario": purpose,
+                }
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(holder).encode(), 0)
+                return FileLock(path=path, fd=fd, holder=holder, previous=previous)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the file was replaced while we waited: lock the new one
+
+
+# -- one drill per stack ------------------------------------------------------------------------
+def lock_path(stack: str) -> Path:
+    """The drill lock file of ``stack`` (a profile name or a database address)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stack).strip("_") or "stack"
+    return state_dir() / "locks" / f"{safe}.lock"
+
+
+def acquire(stack: str, *, scenario: str) -> FileLock:
+    """Take the drill lock of ``stack`` or raise :class:`DrillLocked` naming the holder."""
+    try:
+        return take(lock_path(stack), purpose=scenario)
+    except LockBusy as busy:
+        holder = busy.holder
         raise DrillLocked(
             f"another drill is running on {stack}: pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
             f"started {holder.get('started_at', '?')} (scenario {holder.get('scenario', '?')}). One drill per "
             "stack at a time: wait for it to finish (its report says when), then run this one again."
         ) from None
-    stale = _read_holder(fd)
-    holder = {"pid": os.getpid(), "host": platform.node(), "started_at": utcnow().isoformat(), "scenario": scenario}
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, json.dumps(holder).encode())
-    return StackLock(path=path, fd=fd, holder=holder, stale=stale)
+
+
+# -- one sandbox operator at a time -----------------------------------------------------------
+def take_waiting(path: Path, *, timeout: float, what: str) -> FileLock:
+    """Lock ``path``, waiting up to ``timeout`` seconds, or raise :class:`SandboxError` naming the holder."""
+    try:
+        return take(path, purpose=what, timeout=timeout)
+    except LockBusy as busy:
+        raise SandboxError(
+            f"another drlib process (pid {busy.holder.get('pid', 'unknown')}) has held the {what} lock {path} for "
+            f"over {timeout:.0f}s; wait for it to finish and try again (the lock frees itself when that process "
+            "exits)"
+        ) from None
 
 
 @contextlib.contextmanager
-def drill_lock(stack: str, *, scenario: str) -> Iterator[StackLock]:
-    lock = acquire(stack, scenario=scenario)
+def exclusive(path: Path, *, timeout: float, what: str) -> Iterator[FileLock]:
+    """Hold the lock at ``path`` for the ``with`` block, waiting up to ``timeout`` seconds for it."""
+    held = take_waiting(path, timeout=timeout, what=what)
     try:
-        yield lock
+        yield held
     finally:
-        lock.release()
+        held.release()

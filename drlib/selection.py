@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from drlib.exceptions import BackupNotFound
+from drlib.exceptions import BackupNotFound, DrlibError
 
 
 class Catalogued(Protocol):
@@ -41,6 +41,17 @@ def select_backup(
             "off-site copy (S3) or pick a backup by name"
         )
     return candidates[-1]
+
+
+def make_backup_folder(folder: Path, *, what: str, setting: str, error: type[DrlibError]) -> None:
+    """Create a backups folder, or raise ``error`` saying which profile setting to check."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(
+            f"cannot create the {what} folder {folder} ({type(exc).__name__}: {exc.strerror or exc}): "
+            f"check [backups] {setting} and its permissions"
+        ) from exc
 
 
 def check_backup_folder(folder: Path, *, what: str, setting: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drlib.config import Profile
+from drlib.evidence import utcnow
 from drlib.exceptions import DrlibError
 from drlib.postgres.connection import PgTarget
 from drlib.redis.connection import redis_client
@@ -124,14 +125,28 @@ def write_keys_after_backup(profile: Profile, *, token: str, count: int = 5) -> 
     return {"redis_keys": count}
 
 
-def backup_fact(backup: Any) -> dict[str, str]:
+def _backup_fact(backup: Any) -> dict[str, str]:
     return {"name": backup.name, "created_at": backup.created_at.isoformat()}
 
 
-def pause() -> None:
+def _pause() -> None:
     time.sleep(0.05)  # what is written next is unmistakably after the backup's snapshot
 
 
-def new_token() -> str:
-    """The mark of this drill's writes (``drill-<token>``)."""
-    return secrets.token_hex(6)
+def fail_after_backup(
+    backup: Any, *, write: Callable[[str], dict[str, int]], inject: Callable[[], object], fault: str
+) -> DrillSetup:
+    """What every drill does once its backups are taken: wait a moment, ``write`` data marked with a
+    new token, note the failure time, ``inject`` the fault, and record it all."""
+    _pause()
+    token = secrets.token_hex(6)
+    written = write(token)
+    failure_time = utcnow()
+    inject()
+    return DrillSetup(
+        fault=fault,
+        failure_time=failure_time,
+        backup=_backup_fact(backup),
+        written_after_backup=written,
+        marker=token,
+    )

@@ -13,12 +13,12 @@ import boto3
 import psutil
 import pytest
 
+from drlib import lock
 from drlib.app.health import http_request
 from drlib.config import load_profile
 from drlib.exceptions import CredentialsRejected, SandboxError
 from drlib.postgres.connection import PgTarget
 from drlib.processes import port_is_open, record_of
-from drlib.sandbox import lock
 from drlib.sandbox.stack import SECRET_NAMES, Sandbox
 
 

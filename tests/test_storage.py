@@ -4,7 +4,6 @@ when its fault is injected."""
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from drlib.storage.verify import (
     storage_key_checks,
     verify_storage,
 )
+from tests.archives import hostile_archive
 
 
 @pytest.fixture
@@ -135,29 +135,7 @@ def test_a_damaged_archive_is_refused_before_anything_is_touched(archive: Storag
 
 def malicious_archive(folder: Path, member: tarfile.TarInfo) -> StorageBackup:
     """A gzip'd tar holding ``member``, with a manifest that matches it (so only extraction can catch it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "storage_2026-01-13.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        good = tarfile.TarInfo("voiceovers/ok.wav")
-        good.size = 3
-        tar.addfile(good, io.BytesIO(b"abc"))
-        tar.addfile(member, io.BytesIO(b"pwned") if member.isfile() else None)
-    manifest = StorageManifest(
-        kind="archive",
-        source="test",
-        created_at="2026-01-13T00:00:00+00:00",
-        files={},
-        archive_sha256=sha256_file(path),
-        archive_size=path.stat().st_size,
-    )
-    write_manifest(manifest_path_for(path), manifest)
-    return StorageBackup(
-        kind="archive",
-        name=path.name,
-        location=str(path),
-        created_at=datetime(2026, 1, 13, tzinfo=UTC),
-        manifest=manifest,
-    )
+    return hostile_archive(folder, [(member, b"pwned" if member.isfile() else b"")])
 
 
 def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:

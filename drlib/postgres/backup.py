@@ -28,6 +28,7 @@ from drlib.postgres.manifest import (
     write_manifest,
 )
 from drlib.postgres.tools import program_version
+from drlib.selection import make_backup_folder
 
 FORMAT_SUFFIX = {"custom": ".dump", "directory": ".dir"}
 FORMAT_FLAG = {"custom": "c", "directory": "d"}
@@ -102,13 +103,7 @@ def backup_database(
     """Dump ``target`` into ``backup_dir`` as ``<prefix>_YYYY-MM-DD_HHMMSS.dump`` plus manifest."""
     if fmt not in FORMAT_SUFFIX:
         raise BackupFailed(f"unknown backup format {fmt!r}: use 'custom' or 'directory'")
-    try:
-        backup_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BackupFailed(
-            f"cannot create the backup folder {backup_dir} ({type(exc).__name__}: {exc.strerror or exc}): "
-            "check [backups] postgres_dir and its permissions"
-        ) from exc
+    make_backup_folder(backup_dir, what="backup", setting="postgres_dir", error=BackupFailed)
     conn = target.connect(autocommit=False)
     with conn, sql_errors(target, doing="reading the snapshot for the backup manifest"):
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

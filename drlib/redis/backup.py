@@ -31,7 +31,7 @@ from drlib.redis.connection import (
     redis_server_program,
     wait_until_loaded,
 )
-from drlib.selection import check_backup_folder
+from drlib.selection import check_backup_folder, make_backup_folder
 
 MANIFEST_SUFFIX = ".manifest.json"
 RDB_MAGIC = b"REDIS"
@@ -180,13 +180,7 @@ def _fetch_rdb(profile: Profile, client: redis.Redis, dest: Path) -> None:
 def backup_redis(profile: Profile, *, backup_dir: Path | None = None) -> RedisBackup:
     """BGSAVE, fetch the RDB, restore-test it and write its manifest."""
     backup_dir = backup_dir or profile.backups.redis_dir
-    try:
-        backup_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RedisBackupFailed(
-            f"cannot create the Redis backup folder {backup_dir} ({type(exc).__name__}: {exc.strerror or exc}): "
-            "check [backups] redis_dir and its permissions"
-        ) from exc
+    make_backup_folder(backup_dir, what="Redis backup", setting="redis_dir", error=RedisBackupFailed)
     client = redis_client(profile)
     try:
         taken = bgsave(client)

@@ -32,6 +32,7 @@ import redis
 
 from drlib.config import Profile, project_root, state_dir
 from drlib.exceptions import SandboxError
+from drlib.lock import FileLock, take_waiting
 from drlib.processes import (
     ProcessRecord,
     free_port,
@@ -42,7 +43,7 @@ from drlib.processes import (
     stop_process,
     wait_for_port,
 )
-from drlib.sandbox import lock, seed
+from drlib.sandbox import seed
 from drlib.sandbox.health import probe_api, probe_postgres, probe_redis, probe_s3
 from drlib.sandbox.pgserver import PostgresServer, data_parent
 from drlib.sandbox.redisserver import RedisServer
@@ -109,7 +110,7 @@ class Sandbox:
         self.folder = folder or state_dir(project_root()) / "sandbox"
         self.lock_timeout = lock_timeout
         self._thread_lock = threading.RLock()
-        self._lock_fd: int | None = None
+        self._lock: FileLock | None = None
 
     # -- layout -------------------------------------------------------------------------
     @property
@@ -147,15 +148,15 @@ class Sandbox:
     def _locked(self) -> Iterator[None]:
         """Hold the sandbox lock (re-entrant within this object, so ``up`` may call ``start_api``)."""
         with self._thread_lock:
-            if self._lock_fd is not None:
+            if self._lock is not None:
                 yield
                 return
-            self._lock_fd = lock.acquire(self.lock_file, timeout=self.lock_timeout, what="sandbox")
+            self._lock = take_waiting(self.lock_file, timeout=self.lock_timeout, what="sandbox")
             try:
                 yield
             finally:
-                fd, self._lock_fd = self._lock_fd, None
-                lock.release(fd)
+                held, self._lock = self._lock, None
+                held.release()
 
     def _read_json(self, path: Path) -> dict[str, Any]:
         try:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
+from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks
 from drlib.config import Profile, load_profile, project_root
 from drlib.evidence import Evidence, utcnow
@@ -19,6 +20,7 @@ from drlib.exceptions import ConfigError, DrlibError, ParameterError
 from drlib.objectives import rpo_check
 from drlib.parameters import Param, validate
 from drlib.plans import RestorePlan
+from drlib.services import ServiceController
 from drlib.steps import Outcome, StepSpec, dry_run_outcome, step_specs
 
 if TYPE_CHECKING:
@@ -122,6 +124,24 @@ class Runbook:
     def state_text(self) -> str:
         states: dict[str, str] = self.evidence.facts.get("stack_state", {})
         return "; ".join(f"{k}: {v}" for k, v in states.items())
+
+    # -- the application coming back (the end of the outage: RTO) ---------------------------------
+    def application_health(self) -> CheckResult:
+        """``/health``, waited for up to the ``health_timeout`` parameter."""
+        app = self.profile.app
+        return wait_healthy(app.base_url, path=app.health_path, timeout=self.values["health_timeout"])
+
+    def start_application(self, app: ServiceController) -> CheckResult:
+        """Start the application, record it in the stack's state, and wait until it is healthy."""
+        app.start()
+        self.set_state("application", f"started ({app.description})")
+        return self.application_health()
+
+    def service_restored_if(self, checks: Checks) -> Checks:
+        """The outage ends when ``checks`` pass: record when (the drill measures RTO to it)."""
+        if checks.passed:
+            self.evidence.note("service_restored_at", utcnow().isoformat())
+        return checks
 
     def rpo(self, component: str, backup_time: datetime) -> CheckResult:
         """The achieved RPO of ``component`` against the profile's target."""

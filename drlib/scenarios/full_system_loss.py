@@ -12,7 +12,7 @@ from drlib.app.functional import artifact_checks, login_and_create_job
 from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
-from drlib.evidence import Evidence, utcnow
+from drlib.evidence import Evidence
 from drlib.parameters import Param
 from drlib.postgres.backup import backup_database
 from drlib.postgres.connection import PgTarget
@@ -26,9 +26,7 @@ from drlib.scenarios.storage_loss import StorageLoss, named_storage_backup_check
 from drlib.services import controller_for, provision
 from drlib.staging import (
     DrillSetup,
-    backup_fact,
-    new_token,
-    pause,
+    fail_after_backup,
     write_files_after_backup,
     write_keys_after_backup,
     write_rows_after_backup,
@@ -167,14 +165,10 @@ class FullSystemLoss(Runbook):
     )
     def restore_application(self) -> Outcome:
         app = controller_for(self.profile)
-        app.start()
-        self.set_state("application", f"started ({app.description})")
-        health = wait_healthy(
-            self.profile.app.base_url, path=self.profile.app.health_path, timeout=self.values["health_timeout"]
+        health = self.start_application(app)
+        return Outcome(
+            "Restore application", facts={"started": app.description}, checks=self.service_restored_if(Checks([health]))
         )
-        if health.passed:
-            self.evidence.note("service_restored_at", utcnow().isoformat())
-        return Outcome("Restore application", facts={"started": app.description}, checks=Checks([health]))
 
     # Step 5 -------------------------------------------------------------------------------
     @step(
@@ -215,21 +209,15 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     storage_root = Path(profile.storage.path)
     archive_local(root=storage_root, backup_dir=profile.backups.storage_dir)
     backup_redis(profile)
-    pause()
-    token = new_token()
-    written = {
-        **write_rows_after_backup(target, token=token),
-        **write_files_after_backup(storage_root, token=token),
-        **write_keys_after_backup(profile, token=token),
-    }
-    failure_time = utcnow()
-    faults.destroy_sandbox(profile)
-    return DrillSetup(
+    return fail_after_backup(
+        db,
+        write=lambda token: {
+            **write_rows_after_backup(target, token=token),
+            **write_files_after_backup(storage_root, token=token),
+            **write_keys_after_backup(profile, token=token),
+        },
+        inject=lambda: faults.destroy_sandbox(profile),
         fault="destroyed the whole stack: database cluster, Redis data, storage, processes",
-        failure_time=failure_time,
-        backup=backup_fact(db),
-        written_after_backup=written,
-        marker=token,
     )
 
 

@@ -10,7 +10,7 @@ from drlib.app.functional import login_and_create_job
 from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
-from drlib.evidence import Evidence, utcnow
+from drlib.evidence import Evidence
 from drlib.exceptions import BackupCorrupt, VerificationFailed
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
@@ -34,7 +34,7 @@ from drlib.preflight import (
 )
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.services import controller_for, stopped_check
-from drlib.staging import DrillSetup, backup_fact, new_token, pause, write_rows_after_backup
+from drlib.staging import DrillSetup, fail_after_backup, write_rows_after_backup
 from drlib.steps import Outcome, step
 
 
@@ -265,14 +265,12 @@ class PostgresDatabaseLoss(Runbook):
         would="start {rb.app.description} and wait for /health",
     )
     def restart_application(self) -> Outcome:
-        self.app.start()
-        self.set_state("application", f"started ({self.app.description})")
-        health = wait_healthy(
-            self.profile.app.base_url, path=self.profile.app.health_path, timeout=self.values["health_timeout"]
+        health = self.start_application(self.app)
+        return Outcome(
+            "Restart application",
+            facts={"started": self.app.description},
+            checks=self.service_restored_if(Checks([health])),
         )
-        if health.passed:
-            self.evidence.note("service_restored_at", utcnow().isoformat())
-        return Outcome("Restart application", facts={"started": self.app.description}, checks=Checks([health]))
 
     # Step 6 ------------------------------------------------------------------------------
     @step(
@@ -322,17 +320,11 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     """Backup, 25 jobs and 2 users written after it, then the live database is dropped."""
     target = PgTarget.from_profile(profile)
     backup = backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
-    pause()
-    token = new_token()
-    written = write_rows_after_backup(target, token=token)
-    failure_time = utcnow()
-    faults.drop_live_database(target)
-    return DrillSetup(
+    return fail_after_backup(
+        backup,
+        write=lambda token: write_rows_after_backup(target, token=token),
+        inject=lambda: faults.drop_live_database(target),
         fault=f"dropped database {target.name}",
-        failure_time=failure_time,
-        backup=backup_fact(backup),
-        written_after_backup=written,
-        marker=token,
     )
 
 

@@ -9,10 +9,9 @@ import pandas as pd
 
 from drlib import faults
 from drlib.app.functional import login_and_create_job
-from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
-from drlib.evidence import Evidence, utcnow
+from drlib.evidence import Evidence
 from drlib.exceptions import DrlibError
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
@@ -21,7 +20,7 @@ from drlib.redis.connection import ping
 from drlib.redis.restore import VerifiedRedisBackup, restore_redis, verify_redis, verify_redis_backup
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.selection import select_backup
-from drlib.staging import DrillSetup, backup_fact, new_token, pause, write_keys_after_backup
+from drlib.staging import DrillSetup, fail_after_backup, write_keys_after_backup
 from drlib.steps import Outcome, step
 
 
@@ -161,11 +160,8 @@ class RedisLoss(Runbook):
         would="check /health, log in and create a content job",
     )
     def test_application(self) -> Outcome:
-        app = self.profile.app
-        health = wait_healthy(app.base_url, path=app.health_path, timeout=self.values["health_timeout"])
-        if health.passed:
-            self.evidence.note("service_restored_at", utcnow().isoformat())
-        return Outcome("Test application", checks=Checks([health, *login_and_create_job(self.profile)]))
+        health = self.service_restored_if(Checks([self.application_health()]))
+        return Outcome("Test application", checks=Checks([*health, *login_and_create_job(self.profile)]))
 
     def _require_verified(self) -> VerifiedRedisBackup:
         if self.verified is None:
@@ -191,18 +187,11 @@ def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
 
 def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     """RDB backup, 5 sessions written after it, then Redis flushed and killed without saving."""
-    backup = backup_redis(profile)
-    pause()
-    token = new_token()
-    written = write_keys_after_backup(profile, token=token)
-    failure_time = utcnow()
-    faults.kill_redis(profile)
-    return DrillSetup(
+    return fail_after_backup(
+        backup_redis(profile),
+        write=lambda token: write_keys_after_backup(profile, token=token),
+        inject=lambda: faults.kill_redis(profile),
         fault="flushed Redis and shut it down without saving",
-        failure_time=failure_time,
-        backup=backup_fact(backup),
-        written_after_backup=written,
-        marker=token,
     )
 
 

@@ -9,22 +9,14 @@ from typing import Any, ClassVar
 
 from drlib import faults
 from drlib.app.functional import artifact_checks, login_and_create_job
-from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
-from drlib.evidence import Evidence, utcnow
+from drlib.evidence import Evidence
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
-from drlib.staging import (
-    DrillSetup,
-    backup_fact,
-    new_token,
-    pause,
-    write_files_after_backup,
-    write_objects_after_backup,
-)
+from drlib.staging import DrillSetup, fail_after_backup, write_files_after_backup, write_objects_after_backup
 from drlib.steps import Outcome, step
 from drlib.storage.backends import S3Storage, live_storage
 from drlib.storage.backup import archive_local, snapshot_bucket
@@ -252,12 +244,12 @@ class StorageLoss(Runbook):
         would="check /health, download a restored artifact, log in and create a content job",
     )
     def test_application(self) -> Outcome:
-        app = self.profile.app
-        health = wait_healthy(app.base_url, path=app.health_path, timeout=self.values["health_timeout"])
-        outcome = Checks([health, *artifact_checks(self.profile, self.live), *login_and_create_job(self.profile)])
-        if outcome.passed:
-            self.evidence.note("service_restored_at", utcnow().isoformat())
-        return Outcome("Test application", checks=outcome)
+        checks = [
+            self.application_health(),
+            *artifact_checks(self.profile, self.live),
+            *login_and_create_job(self.profile),
+        ]
+        return Outcome("Test application", checks=self.service_restored_if(Checks(checks)))
 
     def _require_verified(self) -> VerifiedStorageBackup:
         if self.verified is None:
@@ -302,30 +294,23 @@ def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
 def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     """Local: archive, 3 files written after it, the storage tree deleted.
     S3: prefix snapshot, 3 objects written after it, the live bucket emptied."""
-    token = new_token()
     live = live_storage(profile, kind=params.get("storage_kind", "local"))
     if isinstance(live, S3Storage):
-        backup = snapshot_bucket(
-            live=live, backups_bucket=profile.storage.backups_bucket, prefix=profile.backups.s3_prefix
+        bucket = live
+        return fail_after_backup(
+            snapshot_bucket(
+                live=bucket, backups_bucket=profile.storage.backups_bucket, prefix=profile.backups.s3_prefix
+            ),
+            write=lambda token: write_objects_after_backup(bucket, token=token),
+            inject=lambda: faults.empty_bucket(bucket),
+            fault=f"emptied bucket {bucket.bucket}",
         )
-        pause()
-        written = write_objects_after_backup(live, token=token)
-        failure_time = utcnow()
-        faults.empty_bucket(live)
-        fault = f"emptied bucket {live.bucket}"
-    else:
-        backup = archive_local(root=live.root, backup_dir=profile.backups.storage_dir)
-        pause()
-        written = write_files_after_backup(live.root, token=token)
-        failure_time = utcnow()
-        shutil.rmtree(live.root)
-        fault = f"deleted the storage tree {live.root}"
-    return DrillSetup(
-        fault=fault,
-        failure_time=failure_time,
-        backup=backup_fact(backup),
-        written_after_backup=written,
-        marker=token,
+    root = live.root
+    return fail_after_backup(
+        archive_local(root=root, backup_dir=profile.backups.storage_dir),
+        write=lambda token: write_files_after_backup(root, token=token),
+        inject=lambda: shutil.rmtree(root),
+        fault=f"deleted the storage tree {root}",
     )
 
 
