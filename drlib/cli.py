@@ -402,7 +402,8 @@ def profiles() -> None:
 
     for name, table in sorted(available_profiles().items()):
         click.echo(
-            f"{name}: {table.get('description', '')}" + ("  [drill target]" if table.get("drill_target") else "")
+            f"{name}: {table.get('description', '')}"
+            + ("  [drill target]" if table.get("drill_target") is True else "")
         )
 
 

@@ -47,6 +47,7 @@ def test_environment_yml_installs_the_same_packages_as_pyproject() -> None:
         set(pyproject["dependencies"])
         | set(pyproject["optional-dependencies"]["dev"])
         | set(pyproject["optional-dependencies"]["lab"])
+        | set(pyproject["optional-dependencies"]["sandbox"])
     )
     env = (ROOT / "environment.yml").read_text()
     listed = set(re.findall(r"^\s+- ([A-Za-z][\w.\[\]-]*[<>!~]=[^\s#]*)\s*$", env, re.MULTILINE))

@@ -13,6 +13,7 @@ a recorded pid that now belongs to another process is stale: never reported runn
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import secrets
@@ -310,6 +311,11 @@ class Sandbox:
         if not (self._ours("s3") and port_is_open(port)):
             stop_process(self._ours("s3"), timeout=10)  # ours but not listening: hung
             self._refuse_taken_port(port, "S3 endpoint")
+            if importlib.util.find_spec("moto") is None:
+                raise SandboxError(
+                    "the sandbox's S3 endpoint needs moto, which a production install leaves out: "
+                    "pip install 'drlib[sandbox]' (make drill and make test install it)"
+                )
             record = spawn(
                 [sys.executable, "-m", "drlib.sandbox.s3server", "--port", str(port)], log=self.logs / "s3.log"
             )
