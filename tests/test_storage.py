@@ -376,3 +376,9 @@ def test_an_unreadable_archive_is_refused_with_a_clear_message(
     monkeypatch.setattr(restore_module, "sha256_file", denied)
     with pytest.raises(BackupCorrupt, match=r"cannot read storage archive .*Permission denied.*permissions"):
         verify_storage_backup(archive)
+
+
+def test_a_storage_tree_whose_parent_folder_is_missing_is_refused_as_misconfigured(tmp_path: Path) -> None:
+    LocalStorage(tmp_path / "storage").check_reachable()  # the tree itself may be what was lost
+    with pytest.raises(ConfigError, match=r"does not exist: check the profile's \[storage\] path"):
+        LocalStorage(tmp_path / "unmounted" / "storage").check_reachable()

@@ -24,8 +24,7 @@ from drlib.storage.catalogue import catalogue_for, restorable, select_storage_ba
 from drlib.storage.restore import (
     VerifiedStorageBackup,
     drop_old_tree,
-    restore_bucket,
-    restore_local,
+    restore_live_storage,
     verify_storage_backup,
 )
 from drlib.storage.verify import (
@@ -83,8 +82,7 @@ class StorageLoss(Runbook):
         roll_back="Nothing to roll back: this step only reads.",
     )
     def identify_affected_storage(self) -> Outcome:
-        if isinstance(self.live, S3Storage):
-            self.live.check_reachable()
+        self.live.check_reachable()
         files = list(self.live.files())
         missing = 0 if self.kind == "s3" else int(not Path(self.profile.storage.path).is_dir())
         folders: dict[str, int] = {}
@@ -173,12 +171,9 @@ class StorageLoss(Runbook):
     )
     def restore_storage(self) -> Outcome | RestorePlan:
         verified = self._require_verified()
-        if isinstance(self.live, S3Storage):
-            result = restore_bucket(
-                verified, live=self.live, delete_extra=self.values["delete_extra"], confirm=self.confirm
-            )
-        else:
-            result = restore_local(verified, live_root=self.live.root, confirm=self.confirm)
+        result = restore_live_storage(
+            verified, live=self.live, delete_extra=self.values["delete_extra"], confirm=self.confirm
+        )
         if isinstance(result, RestorePlan):
             return result
         facts: dict[str, Any] = {

@@ -20,11 +20,11 @@ from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario, parse_failure
 from drlib.selection import select_backup
 from drlib.staging import DrillSetup
 from drlib.steps import Outcome, step
-from drlib.storage.backends import LocalStorage, live_storage
+from drlib.storage.backends import live_storage
 from drlib.storage.catalogue import catalogue_for, restorable, select_storage_backup
 from drlib.storage.manifest import StorageManifest
 from drlib.storage.verify import (
-    permission_check,
+    layout_checks,
     storage_key_checks,
     verify_storage,
     zero_byte_check,
@@ -109,8 +109,7 @@ class VerifyRestore(Runbook):
                 )
             )
             results.append(zero_byte_check(files))
-            if isinstance(storage, LocalStorage):
-                results.append(permission_check(storage.root, files))
+            results += layout_checks(storage, files)
         results += storage_key_checks(self.target, storage)
         return Outcome("Storage verification", facts={"storage": storage.description}, checks=Checks(results))
 

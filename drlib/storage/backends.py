@@ -46,6 +46,8 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def check_reachable(self) -> None: ...
+
 
 class LocalStorage:
     """Files under a directory."""
@@ -71,6 +73,14 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
+
+    def check_reachable(self) -> None:
+        """The tree itself may be what was lost; the folder that holds it must be there."""
+        if not self.root.parent.is_dir():
+            raise ConfigError(
+                f"the folder holding the storage tree, {self.root.parent}, does not exist: check the profile's "
+                "[storage] path, or that the storage volume is mounted"
+            )
 
 
 def s3_error(exc: Exception, *, endpoint: str | None, bucket: str) -> DrlibError:

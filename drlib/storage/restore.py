@@ -29,7 +29,7 @@ from drlib.hashing import copy_hashing, parallel_map, sha256_file
 from drlib.plans import RestorePlan, timestamp_suffix
 from drlib.preflight import free_bytes, require_free_space
 from drlib.storage.archive import extract_archive
-from drlib.storage.backends import TRANSFER, S3Storage
+from drlib.storage.backends import TRANSFER, LocalStorage, S3Storage
 from drlib.storage.catalogue import StorageBackup
 from drlib.storage.manifest import StorageManifest, manifest_path_for, read_manifest
 from drlib.units import format_bytes
@@ -127,6 +127,20 @@ def _check_archive_file(path: Path, manifest: StorageManifest) -> CheckResult:
         observed=digest[:16],
         detail="sha256 of the archive",
     )
+
+
+def restore_live_storage(
+    verified: VerifiedStorageBackup,
+    *,
+    live: LocalStorage | S3Storage,
+    delete_extra: bool = False,
+    confirm: bool = False,
+) -> StorageRestoreResult | RestorePlan:
+    """Restore the live storage, whichever kind it is, from a verified backup (``delete_extra``: S3 only;
+    a local restore replaces the whole tree and keeps the old one)."""
+    if isinstance(live, S3Storage):
+        return restore_bucket(verified, live=live, delete_extra=delete_extra, confirm=confirm)
+    return restore_local(verified, live_root=live.root, confirm=confirm)
 
 
 def restore_local(

@@ -109,6 +109,11 @@ def permission_check(root: Path, files: list[StoredFile]) -> CheckResult:
     )
 
 
+def layout_checks(storage: LocalStorage | S3Storage, files: list[StoredFile]) -> list[CheckResult]:
+    """Checks only a file tree has (permissions); a bucket has none."""
+    return [permission_check(storage.root, files)] if isinstance(storage, LocalStorage) else []
+
+
 def verify_storage(
     storage: LocalStorage | S3Storage, manifest: StorageManifest, *, workers: int | None = None
 ) -> Checks:
@@ -119,9 +124,7 @@ def verify_storage(
         zero_byte_check(files),
         checksum_check(storage, files, manifest, workers=workers),
     ]
-    if isinstance(storage, LocalStorage):
-        results.append(permission_check(storage.root, files))
-    return Checks(results)
+    return Checks([*results, *layout_checks(storage, files)])
 
 
 def archive_listing_check(archive: Path, manifest: StorageManifest) -> CheckResult:
