@@ -174,11 +174,10 @@ def drill_run(
         colour = {"passed": "green", "dry_run": "cyan", "refused": "yellow"}.get(results.status, "red")
         label = "DRY RUN (nothing changed)" if results.status == "dry_run" else results.status.upper()
         say(f"{label}: {scenario_id}", fg=colour, bold=True)
-        if results.error:
-            verb = "refused" if results.status == "refused" else "raised"
-            say(f"  {results.error.step or 'drill'} {verb}: {results.error.message}", fg="red")
-            if results.error.code and results.status == "refused":
-                say(f"error [{results.error.code}]: {results.error.message}", fg="red")
+        if results.error and results.status == "refused":
+            say(f"error [{results.error.code or 'refused'}]: {results.error.message}", fg="red")
+        elif results.error:
+            say(f"  {results.error.step or 'drill'} raised: {results.error.message}", fg="red")
         for item in results.failing_checks:
             say(
                 f"  FAIL {item.name}: expected {item.expected}, observed {item.observed}"
