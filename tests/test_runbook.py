@@ -79,3 +79,32 @@ def test_option_b_never_swaps_in_a_copy_that_fails_verification(backup: Backup, 
     finally:
         tampered.unlink()
         manifest_path(tampered).unlink()
+
+
+def test_a_failed_restore_says_the_application_was_left_stopped_and_how_to_start_it(
+    backup: Backup, target: PgTarget, healthy_sandbox, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    tampered = backup.path.parent / "content_crew_2000-01-02_000000.dump"
+    shutil.copy2(backup.path, tampered)
+    manifest = json.loads(manifest_path(backup.path).read_text())
+    manifest["file"] = tampered.name
+    manifest["tables"]["users"]["rows"] += 1
+    manifest_path(tampered).write_text(json.dumps(manifest))
+    evidence = tmp_path / "e.json"
+    runbook = PostgresDatabaseLoss(
+        profile="sandbox", confirm=True, backup=tampered.name, option="B", evidence_path=str(evidence)
+    )
+    try:
+        runbook.pre_restore_checklist()
+        runbook.stop_application()
+        with pytest.raises(VerificationFailed) as info:
+            runbook.restore_database()
+        assert "State now: application: stopped (sandbox API); Step 5 starts it again" in str(info.value)
+        recorded = json.loads(evidence.read_text())
+        assert recorded["facts"]["stack_state"]["application"].startswith("stopped")
+        assert "State now: application: stopped" in recorded["facts"]["error"]["message"]
+        drop_database(target, str(info.value).split("restored copy ")[1].split(" ")[0])
+    finally:
+        tampered.unlink()
+        manifest_path(tampered).unlink()
+        healthy_sandbox.up()
