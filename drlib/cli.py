@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,9 +65,13 @@ def sandbox_up(size: str) -> None:
     from drlib.sandbox.stack import Sandbox
 
     box = Sandbox()
-    status = box.up(size=size)
+    with _no_drill_running("sandbox up"):
+        status = box.up(size=size)
     click.echo(status.describe())
     click.echo(f"connection details: {box.connection_file}")
+    if not status.healthy:
+        click.secho("the sandbox is NOT healthy: see the lines above (drlib sandbox status)", fg="red", err=True)
+        sys.exit(1)
 
 
 @sandbox.command("status")
@@ -90,8 +95,23 @@ def sandbox_down(purge: bool) -> None:
     """Stop every sandbox process (and with --purge delete its data)."""
     from drlib.sandbox.stack import Sandbox
 
-    Sandbox().down(purge=purge)
+    with _no_drill_running("sandbox down"):
+        Sandbox().down(purge=purge)
     click.echo("sandbox stopped" + (" and purged" if purge else ""))
+
+
+@contextlib.contextmanager
+def _no_drill_running(command: str) -> Iterator[None]:
+    """``sandbox up``/``down`` while a drill runs on the sandbox would undo its fault or its restore:
+    they take the drill lock, and are refused naming the drill that holds it."""
+    from drlib.drill import stack_key
+    from drlib.lock import acquire
+
+    held = acquire(stack_key(None), scenario=command)
+    try:
+        yield
+    finally:
+        held.release()
 
 
 # -- drill --------------------------------------------------------------------------------
@@ -126,7 +146,13 @@ def drill_list() -> None:
     metavar="NAME VALUE",
     help="notebook parameter, repeatable",
 )
-@click.option("--timeout", type=float, default=3600, show_default=True, help="whole-run timeout per scenario, seconds")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=3600,
+    show_default=True,
+    help="whole-run timeout per scenario, seconds",
+)
 @click.option("--yes", "confirm", is_flag=True, help="confirm failure injection on a non-sandbox drill target")
 @click.option("--reports", "reports_root", type=click.Path(path_type=Path), help="reports folder (default ./reports)")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON on stdout (progress goes to stderr)")
@@ -194,7 +220,7 @@ def drill_run(
         say(f"  report: {report.folder / 'report.html'}")
         if results.status == "refused":
             exit_code = max(exit_code, EXIT_DRLIB_ERROR)
-        elif results.status in ("failed", "error"):
+        elif results.status in ("failed", "error") or results.failing_checks:  # a dry run's checks count too
             exit_code = max(exit_code, EXIT_DRILL_FAILED)
         if results.execution.interrupted and results.execution.interrupted.startswith("SIG"):
             exit_code = 128 + int(getattr(signal, results.execution.interrupted))
@@ -412,8 +438,9 @@ def profiles() -> None:
 def profile_show(environment: str | None) -> None:
     """Show a resolved profile (secret *names* only, never values)."""
     from drlib.config import load_profile
+    from drlib.secrets import redact
 
-    click.echo(json.dumps(load_profile(environment).to_dict(), indent=2, default=str))
+    click.echo(redact(json.dumps(load_profile(environment).to_dict(), indent=2, default=str)))
 
 
 @main.group()

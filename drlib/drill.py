@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import platform
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +33,7 @@ from drlib import __version__
 from drlib.checks import CheckResult, check
 from drlib.config import SANDBOX_PROFILE, Profile, load_profile, project_root, reports_dir
 from drlib.evidence import error_info, load_evidence, utcnow
-from drlib.exceptions import DrillInterrupted, DrillRefused, ParameterError
+from drlib.exceptions import ConfigError, DrillInterrupted, DrillRefused, DrlibError, ParameterError, SandboxError
 from drlib.execute import execute_notebook
 from drlib.faults import ensure_drill_target
 from drlib.interrupts import signals_deferred, signals_interrupt
@@ -139,6 +141,11 @@ def report_folder(root: Path, started: datetime, scenario: str) -> Path:
         except FileExistsError:
             n += 1
             folder = base.with_name(f"{base.name}-{n}")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the report folder {folder} ({exc.strerror or type(exc).__name__}): "
+                f"--reports / DRLIB_REPORTS must name a folder drlib can write ({root})"
+            ) from exc
 
 
 def _quiet(line: str) -> None:
@@ -179,7 +186,7 @@ def run_scenario(
         with signals_interrupt():
             params = refuse_bad_parameters(scenario, dict(overrides or {}))
             profile = check_target(drill, name, confirm_target)
-            drill.lock = acquire(stack_key(name, profile), scenario=scenario.id)
+            drill.lock = acquire(stack_key(profile), scenario=scenario.id)
             record.lock = {**drill.lock.holder, "took_over_stale": drill.lock.stale}
             watchdog = start_watchdog(run_id=record.run_id, folder=folder, lock_fd=drill.lock.fd)
             drill.profile = prepare(drill, name, profile, params)
@@ -209,12 +216,24 @@ def refuse_bad_parameters(scenario: Scenario, given: dict[str, Any]) -> dict[str
     return validate(scenario.params, given, scenario=scenario.id)
 
 
-def stack_key(name: str, profile: Profile | None) -> str:
-    """What one drill at a time is about: the sandbox, or the database server a profile points at."""
-    if profile is None or profile.is_sandbox:
-        return f"sandbox-{name}"
+def stack_key(profile: Profile | None) -> str:
+    """What one drill at a time is about: the database a profile points at, by address (so two names for
+    one server, or two profiles for one stack, share the lock); ``None``: the sandbox, before it is up."""
+    if profile is None:
+        from drlib.sandbox.stack import Sandbox
+
+        sandbox = Sandbox()
+        try:
+            port = json.loads(sandbox.connection_file.read_text(encoding="utf-8"))["profile"]["database"]["port"]
+        except (OSError, ValueError, KeyError):
+            return f"sandbox {sandbox.folder}"  # never started: no database anyone else could drill
+        return f"127.0.0.1:{port}/content_crew"
     db = profile.database
-    return f"{db.host}-{db.port}-{db.name}"
+    try:
+        host = socket.gethostbyname(db.host)
+    except OSError:
+        host = db.host
+    return f"{host}:{db.port}/{db.name}"
 
 
 def check_target(drill: Drill, name: str, confirm_target: bool) -> Profile | None:
@@ -237,7 +256,13 @@ def prepare(drill: Drill, name: str, profile: Profile | None, params: dict[str, 
         from drlib.sandbox.stack import Sandbox
 
         drill.say("repairing the sandbox (drlib sandbox up)")
-        Sandbox().up()
+        status = Sandbox().up()
+        if not status.healthy:
+            raise SandboxError(
+                "the sandbox is not healthy even after its repair, so the drill injects nothing: "
+                + "; ".join(f"{s.name} {s.state}: {s.detail}" for s in status.services if not s.healthy)
+                + ". See `drlib sandbox status`; start over with `drlib sandbox down --purge && drlib sandbox up`"
+            )
         profile = load_profile(name)
     record = drill.record
     if drill.scenario.rto_kind:
@@ -369,7 +394,11 @@ def finish(drill: Drill, failure: BaseException | None) -> DrillResults:
 def write_abandoned_report(folder: Path, *, reason: str) -> DrillResults:
     """The report of a drill whose command was killed (called by the watchdog)."""
     record = RunRecord.model_validate_json((folder / RUN_FILE).read_text(encoding="utf-8"))
-    results = build_results(folder, record, failure=None, abandoned=reason)
+    try:  # killed while writing its report: the results were complete, keep them
+        results = DrillResults.load(folder / "results.json")
+        results.execution.interrupted = "killed while writing the report"
+    except DrlibError:
+        results = build_results(folder, record, failure=None, abandoned=reason)
     write_report_folder(folder, results)
     return results
 
@@ -425,14 +454,14 @@ def build_results(
     elif isinstance(failure, DrillInterrupted):
         interrupted = failure.signal_name
         error = ErrorInfo(
-            step=last_step or ("staging" if record.staged else "preflight"),
+            step=last_step or _phase(record),
             message=f"interrupted by {failure.signal_name}"
             + (f" during step {last_step}" if last_step else "")
             + "; its processes were stopped",
             type="DrillInterrupted",
         )
     elif failure is not None:
-        where = last_step if record.stages else ("staging" if record.staged else "preflight")
+        where = last_step or _phase(record)
         error = ErrorInfo.model_validate(error_info(failure, step=where))
     else:
         error = stage_error
@@ -464,7 +493,7 @@ def build_results(
         parameters=record.stages[0].parameters if record.stages else record.given,
         drlib_version=__version__,
         run_by=RunBy(user=getpass.getuser(), host=platform.node(), pid=os.getpid()),
-        fault=record.fault or ("none (dry run)" if record.dry_run else "none (stopped before the fault)"),
+        fault=_fault(record),
         failure_time=record.failure_time,
         service_restored_at=restored_at,
         backup=backup,
@@ -481,6 +510,23 @@ def build_results(
         next_steps=_next_steps(record, status, stack_state),
         lock=record.lock,
     )
+
+
+def _phase(record: RunRecord) -> str:
+    """Where a run was when no runbook step had started yet."""
+    if record.stages:
+        return "notebook startup"
+    return "staging" if record.staged else "preflight"
+
+
+def _fault(record: RunRecord) -> str:
+    if record.fault:
+        return record.fault
+    if record.dry_run:
+        return "none (dry run)"
+    if record.staged:
+        return "unknown: the drill stopped during staging (backups, marked writes, or the fault itself)"
+    return "none (stopped before the fault)"
 
 
 def _stage_error(stage: StageRecord, evidence: Evidence) -> ErrorInfo | None:
@@ -523,12 +569,16 @@ def _rto(record: RunRecord, restored_at: str | None) -> tuple[list[CheckResult],
 
 
 def _next_steps(record: RunRecord, status: str, stack_state: dict[str, str]) -> list[str]:
-    if status in ("passed", "dry_run", "refused"):
-        return []
+    if status in ("passed", "dry_run", "refused") or record.dry_run or not record.staged:
+        return []  # nothing was changed
     if record.sandbox:
         return [f"{REPAIR_COMMAND}    # brings the sandbox back to healthy (re-seeds what the drill destroyed)"]
     steps = [f"{component}: {state}" for component, state in stack_state.items()]
-    return steps or ["check the stack: the drill stopped after its fault was injected; restore it with the notebook"]
+    if steps:
+        return steps
+    if record.fault:
+        return [f"the fault was injected ({record.fault}) and not recovered: restore with the scenario's notebook"]
+    return ["the drill stopped during staging, before or while injecting its fault: check the stack before using it"]
 
 
 def results_summary(results: DrillResults) -> list[str]:

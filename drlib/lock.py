@@ -14,13 +14,13 @@ import json
 import os
 import platform
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drlib.config import state_dir
 from drlib.evidence import utcnow
 from drlib.exceptions import DrillLocked, SandboxError
 
@@ -77,8 +77,8 @@ def take(path: Path, *, purpose: str, timeout: float = 0.0) -> FileLock:
     """Lock ``path``, waiting up to ``timeout`` seconds; :class:`LockBusy` names the holder if it cannot."""
     deadline = time.monotonic() + timeout
     while True:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             while True:
                 try:
@@ -106,10 +106,16 @@ def take(path: Path, *, purpose: str, timeout: float = 0.0) -> FileLock:
 
 
 # -- one drill per stack ------------------------------------------------------------------------
+def lock_folder() -> Path:
+    """Drill locks are per machine and user, not per project folder: two clones drilling one stack
+    share them."""
+    return Path(tempfile.gettempdir()) / f"drlib-locks-{os.getuid()}"
+
+
 def lock_path(stack: str) -> Path:
-    """The drill lock file of ``stack`` (a profile name or a database address)."""
+    """The drill lock file of ``stack`` (a database address)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stack).strip("_") or "stack"
-    return state_dir() / "locks" / f"{safe}.lock"
+    return lock_folder() / f"{safe}.lock"
 
 
 def acquire(stack: str, *, scenario: str) -> FileLock:

@@ -20,6 +20,7 @@ class Param:
     doc: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
     #: raises :class:`ParameterError` when the value is not acceptable (e.g. not an ISO 8601 time)
     check: Callable[[Any], Any] | None = None
 
@@ -76,6 +77,8 @@ def validate(params: tuple[Param, ...], values: Mapping[str, Any], *, scenario: 
             )
         if param.minimum is not None and value < param.minimum:
             raise ParameterError(f"parameter {param.name!r} must be at least {param.minimum}, not {value!r}")
+        if param.maximum is not None and value > param.maximum:
+            raise ParameterError(f"parameter {param.name!r} must be at most {param.maximum:g}, not {value!r}")
         if param.check is not None and param.name in values:
             param.check(value)
         resolved[param.name] = value

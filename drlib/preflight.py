@@ -13,7 +13,7 @@ from drlib.checks import CheckResult, check
 from drlib.config import Profile
 from drlib.exceptions import ConnectionFailed, InsufficientDiskSpace
 from drlib.postgres.connection import PgTarget
-from drlib.redis.connection import redis_client
+from drlib.redis.connection import ping, redis_client
 from drlib.units import format_bytes
 
 #: Free space wanted on top of the database size (indexes are rebuilt, WAL is written).
@@ -82,6 +82,22 @@ def credentials_and_connectivity(target: PgTarget) -> CheckResult:
         observed=f"{row[0]} on PostgreSQL {row[1]}",
         detail=target.settings.address,
     )
+
+
+def stack_reachable(profile: Profile, *, database: bool = True, redis_server: bool = False) -> list[CheckResult]:
+    """A drill's stack answers with the profile's credentials before the drill writes anything: the
+    live database (it must exist: the drill is about to break it) and, when the scenario uses it, Redis."""
+    results = []
+    if database:
+        target = PgTarget.from_profile(profile)
+        results.append(credentials_and_connectivity(target))
+        with target.connect(connect_timeout=5):
+            pass
+        results.append(check("live_database_exists", True, expected="database answers", observed=target.name))
+    if redis_server:
+        ping(profile)
+        results.append(check("redis_reachable", True, expected="PING answers", observed="PONG"))
+    return results
 
 
 def data_directory(target: PgTarget) -> Path | None:

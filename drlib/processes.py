@@ -264,11 +264,29 @@ def kill_tree(pid: int, *, timeout: float = 10, sig: int = signal.SIGTERM) -> No
     for process in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(sig)
-    _, alive = psutil.wait_procs(family, timeout=timeout)
+    alive = wait_gone(family, timeout=timeout)
     for process in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    psutil.wait_procs(alive, timeout=5)
+    wait_gone(alive, timeout=5)
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return bool(process.status() == psutil.STATUS_ZOMBIE)  # dead; its parent has yet to reap it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(family: list[psutil.Process], *, timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited (a zombie counts: only its parent can reap it); those left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        psutil.wait_procs(family, timeout=0)  # reaps those that are our own children
+        alive = [p for p in family if not _gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 #: Environment variable every process of a drill carries (its run id); servers started during a
@@ -294,11 +312,11 @@ def kill_marked(run_id: str, *, timeout: float = 10) -> int:
     for process in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
-    _, alive = psutil.wait_procs(family, timeout=timeout)
+    alive = wait_gone(family, timeout=timeout)
     for process in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    psutil.wait_procs(alive, timeout=5)
+    wait_gone(alive, timeout=5)
     return len(family)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from drlib.processes import kill_marked, without_marker
+from drlib.report import MANIFEST_NAME
 
 POLL_SECONDS = 0.1
 
@@ -85,7 +86,7 @@ def watch(*, pid: int, create_time: float, run_id: str, folder: Path) -> int:
     if finished:
         return 0
     stopped = kill_marked(run_id)
-    if not (folder / "results.json").is_file():
+    if not (folder / MANIFEST_NAME).is_file():  # written last: without it the report was cut short
         from drlib.drill import write_abandoned_report
 
         write_abandoned_report(

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from drlib.cli import main
-from drlib.drill import run_scenario
+from drlib.drill import run_scenario, stack_key
 from drlib.exceptions import DrillLocked
 from drlib.lock import acquire, lock_path
 from drlib.postgres.connection import PgTarget, database_exists
@@ -257,7 +257,7 @@ def test_drill_controlled_and_malformed_parameters_are_refused(healthy_sandbox) 
 
 
 def test_a_second_drill_on_the_same_stack_is_refused_naming_the_holder(healthy_sandbox, target) -> None:  # type: ignore[no-untyped-def]
-    held = acquire("sandbox-sandbox", scenario="redis_loss")
+    held = acquire(stack_key(None), scenario="redis_loss")
     try:
         before = report_folders()
         result = drill("postgres_database_loss")
@@ -271,7 +271,7 @@ def test_a_second_drill_on_the_same_stack_is_refused_naming_the_holder(healthy_s
 
 @pytest.mark.slow
 def test_a_stale_lock_of_a_dead_drill_is_taken_over_and_reported(healthy_sandbox) -> None:  # type: ignore[no-untyped-def]
-    path = lock_path("sandbox-sandbox")
+    path = lock_path(stack_key(None))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": 999999, "host": "gone", "started_at": "2026-01-01T00:00:00+00:00"}))
     before = report_folders()
@@ -425,7 +425,7 @@ def test_kill_9_of_the_drill_command_leaves_no_process_and_a_report(healthy_sand
 
     def lock_is_free() -> bool:  # once the watchdog has finished, the lock is free again
         try:
-            acquire("sandbox-sandbox", scenario="check").release()
+            acquire(stack_key(None), scenario="check").release()
             return True
         except DrillLocked:
             return False

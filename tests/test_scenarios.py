@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from drlib import faults
+from drlib.checks import CheckResult
 from drlib.config import Profile
 from drlib.exceptions import BackupCorrupt, BackupNotFound, ConnectionFailed
 from drlib.processes import free_port
@@ -55,10 +56,22 @@ def damaged_redis_backup(profile: Profile, folder: Path) -> tuple[Profile, str]:
 
 
 # -- preflight ------------------------------------------------------------------------------
+STACK_CHECKS = {"credentials_and_connectivity", "live_database_exists", "redis_reachable"}
+
+
+def backup_checks(checks: list[CheckResult]) -> list[CheckResult]:
+    return [c for c in checks if c.name not in STACK_CHECKS]
+
+
 def test_latest_backups_need_no_preflight_check_the_drill_takes_fresh_ones(profile: Profile) -> None:
-    assert storage_loss.preflight(profile, defaults("storage_loss")) == []
-    assert redis_loss.preflight(profile, defaults("redis_loss")) == []
-    assert full_system_loss.preflight(profile, defaults("full_system_loss")) == []
+    assert backup_checks(storage_loss.preflight(profile, defaults("storage_loss"))) == []
+    assert backup_checks(redis_loss.preflight(profile, defaults("redis_loss"))) == []
+    assert backup_checks(full_system_loss.preflight(profile, defaults("full_system_loss"))) == []
+
+
+def test_every_drill_preflight_first_checks_the_stack_answers(profile: Profile) -> None:
+    assert {c.name for c in redis_loss.preflight(profile, defaults("redis_loss"))} == STACK_CHECKS
+    assert {c.name for c in full_system_loss.preflight(profile, defaults("full_system_loss"))} == STACK_CHECKS
 
 
 def test_a_named_storage_backup_that_does_not_exist_is_refused_by_the_preflight(profile: Profile) -> None:
@@ -91,8 +104,8 @@ def test_a_missing_backups_bucket_is_refused_by_the_storage_preflight(profile: P
 
 
 def test_reachable_buckets_pass_the_storage_preflight(profile: Profile) -> None:
-    names = [r.name for r in storage_loss.preflight(profile, defaults("storage_loss", storage_kind="s3"))]
-    assert names == ["s3_live_bucket_reachable", "s3_backups_bucket_reachable"]
+    checks = backup_checks(storage_loss.preflight(profile, defaults("storage_loss", storage_kind="s3")))
+    assert [r.name for r in checks] == ["s3_live_bucket_reachable", "s3_backups_bucket_reachable"]
 
 
 def test_a_named_redis_backup_that_is_truncated_is_refused_by_the_preflight(profile: Profile, tmp_path: Path) -> None:

@@ -148,6 +148,13 @@ def create_database(target: PgTarget, name: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
 
 
+def rename_database(target: PgTarget, name: str, new_name: str) -> None:
+    """``ALTER DATABASE name RENAME TO new_name`` (sessions on ``name`` are ended first)."""
+    with sql_errors(target, doing=f"renaming database {name} to {new_name}"), target.maintenance.connect() as conn:
+        terminate_connections(conn, name)
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name)))
+
+
 def drop_database(target: PgTarget, name: str) -> None:
     """Drop ``name`` if it exists, ending its sessions first (PostgreSQL 13+ ``WITH (FORCE)``)."""
     with sql_errors(target, doing=f"DROP DATABASE {name}"), target.maintenance.connect() as conn:

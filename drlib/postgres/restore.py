@@ -28,6 +28,7 @@ from drlib.postgres.connection import (
     create_database,
     database_exists,
     drop_database,
+    rename_database,
     terminate_connections,
 )
 from drlib.postgres.integrity import VerifiedBackup, read_whole_archive
@@ -100,7 +101,7 @@ def run_pg_restore(argv: list[str], *, target: PgTarget, timeout: float | None =
         raise RestoreFailed(f"pg_restore {reason}") from exc
     if process.returncode != 0:
         _end_sessions(target, env["PGAPPNAME"])
-        raise RestoreFailed(f"pg_restore failed (exit {process.returncode}): {redact(stderr.strip())}")
+        raise RestoreFailed(f"pg_restore failed (exit {process.returncode}): {redact(_last_lines(stderr))}")
     return time.monotonic() - started
 
 
@@ -116,6 +117,17 @@ def _end_sessions(target: PgTarget, application_name: str) -> None:
             if not rows:
                 return
             time.sleep(0.1)
+
+
+#: pg_restore -j above this opens more connections than a server usually allows and gains nothing
+MAX_RESTORE_JOBS = 32
+
+
+def _last_lines(text: str, lines: int = 15, limit: int = 3000) -> str:
+    """The end of a tool's output: enough to say why, never megabytes in a message or a report."""
+    kept = text.strip().splitlines()[-lines:]
+    tail = "\n".join(kept)[-limit:]
+    return tail if len(kept) == len(text.strip().splitlines()) else f"(last {len(kept)} lines) {tail}"
 
 
 def restore_in_place(
@@ -138,7 +150,7 @@ def restore_in_place(
     if not confirm:
         steps = [] if verified.deep else [f"read every data block of {verified.path.name} (pg_restore -f /dev/null)"]
         steps += [
-            f"CREATE DATABASE {target.name} (only if it is missing)",
+            f"if {target.name} is missing: restore into a new database, renamed to {target.name} once complete",
             "pg_restore " + " ".join(argv[1:]),
             "one transaction, so one job (-j not used): any failure rolls back and leaves the database as it was",
         ]
@@ -148,35 +160,47 @@ def restore_in_place(
     unchanged = f"nothing was changed: {target.name} is exactly as it was"
     try:
         existed = database_exists(target, target.name)
-        if not existed:
-            create_database(target, target.name)
     except DrlibError as exc:
         raise RestoreFailed(f"Option A could not start ({exc.message}); {unchanged}") from exc
+    if not existed:  # nothing to overwrite: restore under another name, so a cut-short run never leaves
+        return _restore_missing(verified, target=target, timeout=timeout)  # an empty live database
     try:
         seconds = run_pg_restore(argv, target=target, timeout=timeout)
     except RestoreFailed as exc:
-        if existed:
-            state = f"pg_restore ran as one transaction, which was rolled back: {unchanged}"
-        else:
-            state = _drop_created(target)
+        state = f"pg_restore ran as one transaction, which was rolled back: {unchanged}"
         raise RestoreFailed(f"{exc.message}. {state}. Fix the cause, or use Option B.") from exc
     return RestoreResult(
         option="A", backup=verified.path.name, database=target.name, seconds=seconds, jobs=1, single_transaction=True
     )
 
 
-def _drop_created(target: PgTarget) -> str:
+def _restore_missing(verified: VerifiedBackup, *, target: PgTarget, timeout: float | None) -> RestoreResult:
+    """Option A when the live database is missing: restore into ``<name>_restoring_<time>`` and rename it
+    once complete. Cut short, the live name stays missing, as it was; a failure drops the copy again."""
+    building = f"{target.name}_restoring_{timestamp_suffix()}"
+    argv = pg_restore_args(verified, database=building, jobs=1, clean=True, single_transaction=True)
+    create_database(target, building)
     try:
-        drop_database(target, target.name)
+        seconds = run_pg_restore(argv, target=target, timeout=timeout)
+    except RestoreFailed as exc:
+        raise RestoreFailed(
+            f"{exc.message}. {_drop_created(target, building)}. Fix the cause, or use Option B."
+        ) from exc
+    rename_database(target, building, target.name)
+    return RestoreResult(
+        option="A", backup=verified.path.name, database=target.name, seconds=seconds, jobs=1, single_transaction=True
+    )
+
+
+def _drop_created(target: PgTarget, name: str) -> str:
+    try:
+        drop_database(target, name)
     except DrlibError:
         return (
-            f"nothing was restored; {target.name} did not exist before and the empty database created for the "
-            f"restore is still there: drop it with DROP DATABASE {target.name};"
+            f"nothing was restored; {target.name} did not exist before and is still missing; drop the partial "
+            f"copy with DROP DATABASE {name};"
         )
-    return (
-        f"nothing was changed: {target.name} did not exist before, and the empty database created for the "
-        "restore was dropped again"
-    )
+    return f"nothing was changed: {target.name} did not exist before, and the copy {name} was dropped again"
 
 
 def restore_to_new_database(

@@ -359,19 +359,35 @@ class Sandbox:
     def _ensure_database(self, size: str, values: dict[str, str]) -> None:
         password = values[SECRET_NAMES["database"]]
         port = self._ports()["postgres"]
+        seed_size = seed.SIZES[size]
         with psycopg.connect(
             host="127.0.0.1", port=port, user=DB_USER, dbname="postgres", password=password, autocommit=True
         ) as conn:
+            for (leftover,) in conn.execute(  # copies a cut-short restore left behind
+                "SELECT datname FROM pg_database WHERE datname ~ %s", (f"^{DB_NAME}_(restored|restoring)_[0-9]+$",)
+            ).fetchall():
+                conn.execute(f'DROP DATABASE IF EXISTS "{leftover}" WITH (FORCE)')
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
-            if exists:
+            if exists and self._seeded(port, password):
+                if not self.storage_root.is_dir():  # a storage drill cut short: rebuild the tree from the rows
+                    with psycopg.connect(
+                        host="127.0.0.1", port=port, user=DB_USER, dbname=DB_NAME, password=password
+                    ) as db:
+                        seed.write_artifact_files(db, self.storage_root, size=seed_size)
                 return
+            if exists:  # there, but without the application's tables: start it again
+                conn.execute(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{DB_NAME}" TEMPLATE template0')
-        seed_size = seed.SIZES[size]
         with psycopg.connect(host="127.0.0.1", port=port, user=DB_USER, dbname=DB_NAME, password=password) as conn:
             seed.seed_database(conn, size=seed_size, test_password=values[SECRET_NAMES["test_account"]])
             if self.storage_root.exists():
                 shutil.rmtree(self.storage_root)
             seed.write_artifact_files(conn, self.storage_root, size=seed_size)
+
+    def _seeded(self, port: int, password: str) -> bool:
+        with psycopg.connect(host="127.0.0.1", port=port, user=DB_USER, dbname=DB_NAME, password=password) as db:
+            row = db.execute("SELECT to_regclass('public.content_artifacts') IS NOT NULL").fetchone()
+        return bool(row and row[0])
 
     def _ensure_api(self, port: int) -> None:
         if self._ours("api") and port_is_open(port):

@@ -16,7 +16,8 @@ from drlib.evidence import Evidence
 from drlib.parameters import Param
 from drlib.postgres.backup import backup_database
 from drlib.postgres.connection import PgTarget
-from drlib.preflight import credentials_and_connectivity
+from drlib.postgres.restore import MAX_RESTORE_JOBS
+from drlib.preflight import credentials_and_connectivity, stack_reachable
 from drlib.redis.backup import backup_redis
 from drlib.redis.connection import ping
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
@@ -54,7 +55,7 @@ class FullSystemLoss(Runbook):
         Param("backup", str, "latest", "database backup: 'latest' before failure_time, or a file name"),
         Param("storage_backup", str, "latest", "storage backup: 'latest' before failure_time, or a name"),
         Param("redis_backup", str, "latest", "Redis RDB: 'latest' before failure_time, or a file name"),
-        Param("jobs", int, 4, "parallel pg_restore jobs (-j)", minimum=1),
+        Param("jobs", int, 4, "parallel pg_restore jobs (-j)", minimum=1, maximum=MAX_RESTORE_JOBS),
         Param("health_timeout", int, 60, "seconds to wait for the application to become healthy", minimum=1),
     )
 
@@ -196,6 +197,7 @@ class FullSystemLoss(Runbook):
 def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
     """Every named backup (database, storage, Redis) exists and verifies before the stack is destroyed."""
     return [
+        *stack_reachable(profile, redis_server=True),
         *named_backup_checks(profile, selection=params["backup"], require_manifest=True, deep=True),
         *named_storage_backup_checks(profile, selection=params["storage_backup"], storage_kind="local"),
         *named_redis_backup_checks(profile, selection=params["redis_backup"]),

@@ -11,14 +11,15 @@ from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
 from drlib.evidence import Evidence
-from drlib.exceptions import BackupCorrupt, VerificationFailed
+from drlib.exceptions import BackupCorrupt, RestoreFailed, VerificationFailed
 from drlib.parameters import Param
-from drlib.plans import RestorePlan
+from drlib.plans import RestorePlan, timestamp_suffix
 from drlib.postgres.backup import backup_database
 from drlib.postgres.catalogue import catalogue_table, list_backups, select_backup
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.integrity import VerifiedBackup, verify_backup
 from drlib.postgres.restore import (
+    MAX_RESTORE_JOBS,
     drop_old_database,
     restore_in_place,
     restore_to_new_database,
@@ -31,6 +32,7 @@ from drlib.preflight import (
     data_directory,
     disk_space,
     failure_scope,
+    stack_reachable,
 )
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.services import controller_for, stopped_check
@@ -53,7 +55,7 @@ class PostgresDatabaseLoss(Runbook):
             "A: restore into the existing database; B: new database, verify, swap",
             choices=("A", "B"),
         ),
-        Param("jobs", int, 4, "parallel pg_restore jobs (-j)", minimum=1),
+        Param("jobs", int, 4, "parallel pg_restore jobs (-j)", minimum=1, maximum=MAX_RESTORE_JOBS),
         Param("require_manifest", bool, True, "refuse backups without a drlib manifest (checksum)"),
         Param("drop_old_database", bool, False, "Option B: drop the replaced database after the swap"),
         Param("health_timeout", int, 60, "seconds to wait for the application to become healthy", minimum=1),
@@ -193,7 +195,18 @@ class PostgresDatabaseLoss(Runbook):
                 "Restore (Option A)",
                 facts={"database": result.database, "seconds": round(result.seconds, 2), "jobs": result.jobs},
             )
-        restored = restore_to_new_database(verified, target=self.target, jobs=jobs, confirm=self.confirm)
+        copy = f"{self.target.name}_restored_{timestamp_suffix()}"
+        if self.confirm:  # said before the long part, so a run cut short still names what it left
+            self.set_state(
+                "database", f"restoring into {copy}; if this run was cut short, drop it: DROP DATABASE {copy};"
+            )
+        try:
+            restored = restore_to_new_database(
+                verified, target=self.target, jobs=jobs, confirm=self.confirm, new_name=copy
+            )
+        except RestoreFailed:
+            self.set_state("database", f"{self.target.name} untouched by the restore (the copy: see the error)")
+            raise
         if isinstance(restored, RestorePlan):
             return restored
         copy_checks = verify_database(target=self.target.with_database(restored.database), manifest=verified.manifest)
@@ -299,7 +312,7 @@ class PostgresDatabaseLoss(Runbook):
 # -- drills ---------------------------------------------------------------------------------
 def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
     """A named backup must exist and verify (read through for Option A) before the drill drops anything."""
-    return named_backup_checks(
+    return stack_reachable(profile) + named_backup_checks(
         profile,
         selection=params["backup"],
         require_manifest=params["require_manifest"],

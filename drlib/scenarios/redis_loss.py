@@ -15,6 +15,7 @@ from drlib.evidence import Evidence
 from drlib.exceptions import DrlibError
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
+from drlib.preflight import stack_reachable
 from drlib.redis.backup import backup_redis, list_redis_backups
 from drlib.redis.connection import ping
 from drlib.redis.restore import VerifiedRedisBackup, restore_redis, verify_redis, verify_redis_backup
@@ -182,7 +183,9 @@ def named_redis_backup_checks(profile: Profile, *, selection: str) -> list[Check
 
 def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
     """A named Redis backup exists and verifies before the drill flushes Redis."""
-    return named_redis_backup_checks(profile, selection=params["redis_backup"])
+    return stack_reachable(profile, redis_server=True) + named_redis_backup_checks(
+        profile, selection=params["redis_backup"]
+    )
 
 
 def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:

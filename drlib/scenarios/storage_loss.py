@@ -12,9 +12,11 @@ from drlib.app.functional import artifact_checks, login_and_create_job
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
 from drlib.evidence import Evidence
+from drlib.exceptions import DrillRefused
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
+from drlib.preflight import stack_reachable
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.staging import DrillSetup, fail_after_backup, write_files_after_backup, write_objects_after_backup
 from drlib.steps import Outcome, step
@@ -279,7 +281,12 @@ def named_storage_backup_checks(
 def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
     """For S3 both buckets answer; a named storage backup exists and verifies."""
     kind = params["storage_kind"]
-    results = s3_reachable_checks(profile) if kind == "s3" else []
+    results = stack_reachable(profile) + (s3_reachable_checks(profile) if kind == "s3" else [])
+    if kind == "local" and not Path(profile.storage.path).is_dir():
+        raise DrillRefused(
+            f"the live storage tree {profile.storage.path} is missing, so there is nothing to drill: restore it "
+            "first (on the sandbox: drlib sandbox up)"
+        )
     form = None if params["backup_form"] == "any" else params["backup_form"]
     return results + named_storage_backup_checks(
         profile, selection=params["storage_backup"], storage_kind=kind, form=form
