@@ -140,3 +140,32 @@ def test_a_drill_killed_while_writing_its_report_gets_the_report_finished(tmp_pa
     assert finished.status == old.status and finished.execution.interrupted == "killed while writing the report"
     assert verify_checksums(folder) == [] and (folder / "report.html").is_file()
     assert json.loads((tmp_path / "index.json").read_text())[0]["intact"] == "yes"
+
+
+def test_stopping_a_process_whose_parent_never_reaps_it_does_not_wait_out_the_timeout() -> None:
+    """The sandbox API restarted by a drill is the drill's child: stopped from the notebook's kernel it
+    stays a zombie until the drill reaps it. A zombie has exited; waiting for it only inflated RTO."""
+    import subprocess
+    import sys
+    import time
+
+    from drlib.processes import kill_tree
+
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, time; p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        started = time.monotonic()
+        kill_tree(child, timeout=30)
+        assert time.monotonic() - started < 10
+    finally:
+        parent.kill()
+        parent.wait()
