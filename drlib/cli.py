@@ -168,7 +168,8 @@ def drill_run(
     as_json: bool,
 ) -> None:
     """Run SCENARIOS (or --plan) as drills; exit 0 only when every check passed."""
-    from drlib.drill import refuse_bad_parameters, results_summary, run_scenario
+    from drlib.drill import refuse_bad_parameters, run_scenario
+    from drlib.drill_record import results_summary
     from drlib.scenarios import get_scenario, plan_scenarios
 
     planned: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in scenarios]

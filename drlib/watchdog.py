@@ -87,7 +87,7 @@ def watch(*, pid: int, create_time: float, run_id: str, folder: Path) -> int:
         return 0
     stopped = kill_marked(run_id)
     if not (folder / MANIFEST_NAME).is_file():  # written last: without it the report was cut short
-        from drlib.drill import write_abandoned_report
+        from drlib.drill_record import write_abandoned_report
 
         write_abandoned_report(
             folder,
