@@ -170,3 +170,33 @@ def test_stopping_a_process_whose_parent_never_reaps_it_does_not_wait_out_the_ti
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (["-p", "delete_extra", "true"], "'delete_extra' applies to storage_kind 's3' only"),
+        (["-p", "storage_kind", "s3", "-p", "backup_form", "archive"], "'backup_form' applies to storage_kind 'local'"),
+    ],
+)
+def test_an_option_for_the_other_kind_of_storage_is_refused_not_ignored(
+    healthy_sandbox, params: list[str], message: str
+) -> None:  # type: ignore[no-untyped-def]
+    files = sorted(p.name for p in healthy_sandbox.storage_root.rglob("*"))
+    code, out = run("drill", "run", "storage_loss", *params)
+    assert code == 3 and message in out, out
+    assert sorted(p.name for p in healthy_sandbox.storage_root.rglob("*")) == files
+
+
+def test_a_dry_run_of_verify_restore_does_not_log_in(healthy_sandbox, profile) -> None:  # type: ignore[no-untyped-def]
+    from drlib.redis.connection import redis_client
+    from drlib.scenarios.verify_restore import VerifyRestore
+
+    client = redis_client(profile)
+    try:
+        before = sorted(client.scan_iter(match="session:*"))
+        outcome = VerifyRestore(profile="sandbox", confirm=False).application_verification()
+        assert sorted(client.scan_iter(match="session:*")) == before
+    finally:
+        client.close()
+    assert "login_test_account" not in {c.name for c in outcome.checks}

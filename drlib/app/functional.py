@@ -11,8 +11,8 @@ from drlib.storage.backends import LocalStorage, S3Storage
 from drlib.storage.verify import api_serves_file_check, referenced_keys
 
 
-def login_and_create_job(profile: Profile, *, create_job: bool = True) -> list[CheckResult]:
-    """Log in with the test account (its password is a secret) and, unless told not to, create a job."""
+def login_and_create_job(profile: Profile) -> list[CheckResult]:
+    """Log in with the test account (its password is a secret) and create a content job."""
     app = profile.app
     password = profile.secret(app.test_account_password_secret, required=False)
     if password is None:
@@ -26,7 +26,7 @@ def login_and_create_job(profile: Profile, *, create_job: bool = True) -> list[C
         token = None
     else:
         login, token = check_login(app.base_url, email=app.test_account_email, password=password)
-    return [login, check_create_job(app.base_url, token=token)] if create_job else [login]
+    return [login, check_create_job(app.base_url, token=token)]
 
 
 def artifact_checks(profile: Profile, storage: LocalStorage | S3Storage) -> list[CheckResult]:

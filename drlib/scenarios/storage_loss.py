@@ -12,7 +12,7 @@ from drlib.app.functional import artifact_checks, login_and_create_job
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
 from drlib.evidence import Evidence
-from drlib.exceptions import DrillRefused
+from drlib.exceptions import DrillRefused, ParameterError
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
@@ -65,6 +65,7 @@ class StorageLoss(Runbook):
 
     def __init__(self, *, evidence: Evidence | None = None, **values: object) -> None:
         super().__init__(evidence=evidence, **values)
+        refuse_options_of_the_other_kind(self.values)
         self.kind: str = self.values["storage_kind"]
         self.live = live_storage(self.profile, kind=self.kind)
         self.verified: VerifiedStorageBackup | None = None
@@ -278,8 +279,24 @@ def named_storage_backup_checks(
     return list(verify_storage_backup(select_storage_backup(pool, selection=selection)).checks)
 
 
+#: options that only mean something for one kind of storage
+ONLY_FOR = {"delete_extra": ("s3", False), "backup_form": ("local", "any"), "drop_old_tree": ("local", False)}
+
+
+def refuse_options_of_the_other_kind(values: dict[str, Any]) -> None:
+    """An option for S3 given for a local restore (or the other way round) is a mistake: say so."""
+    kind = values["storage_kind"]
+    for name, (applies_to, default) in ONLY_FOR.items():
+        if kind != applies_to and values[name] != default:
+            raise ParameterError(
+                f"parameter {name!r} applies to storage_kind {applies_to!r} only, not {kind!r}: leave it out "
+                f"or set storage_kind = {applies_to!r}"
+            )
+
+
 def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
     """For S3 both buckets answer; a named storage backup exists and verifies."""
+    refuse_options_of_the_other_kind(params)
     kind = params["storage_kind"]
     results = stack_reachable(profile) + (s3_reachable_checks(profile) if kind == "s3" else [])
     if kind == "local" and not Path(profile.storage.path).is_dir():
