@@ -162,17 +162,61 @@ class OrphanCheck:
     parent_column: str = "id"
 
 
+#: named sets of hand-written checks a profile can add to the discovered ones
+CheckSetName = Literal["content_crew"]
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+_SIZE_UNITS |= {"tb": 10**12, "tib": 2**40}
+
+
+def _size_input(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a size is not true/false: use e.g. '1GiB', '500MB' or a number of bytes")
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError("not a size: use e.g. '1GiB', '500MB' or a number of bytes")
+        return int(float(match[1]) * _SIZE_UNITS[(match[2] or "b").lower()])
+    return value
+
+
+ByteCount = Annotated[
+    int,
+    BeforeValidator(_size_input),
+    Field(ge=0),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _SIZE.pattern}]}),
+]
+
+
 @dataclass(frozen=True, config=_STRICT)
 class DatabaseSettings:
+    """Where the database is, and what its verification covers.
+
+    Tables are discovered from the catalogue in every non-system schema (``include``/``exclude``
+    are ``schema.table`` patterns); orphan checks come from every foreign key; ``check_set`` adds a
+    named set of hand-written checks (``content_crew``: the runbook's own queries)."""
+
     host: str = "localhost"
     port: Port = 5432
-    user: str = "contentcrew"
-    name: str = "content_crew"
+    user: str = "postgres"
+    #: required: the database to back up and restore
+    name: str = ""
     password_secret: str = "PGPASSWORD"
     maintenance_db: str = "postgres"
-    tables: tuple[str, ...] = ("users", "organizations", "content_jobs", "content_artifacts")
+    check_set: CheckSetName | None = None
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    #: tables that must exist, besides the discovered ones ("users" means public.users)
+    tables: tuple[str, ...] = ()
+    #: the newest-row column looked for first in every table
     created_at_column: str = "created_at"
-    orphan_checks: tuple[OrphanCheck, ...] = (OrphanCheck("orphaned_jobs", "content_jobs", "user_id", "users", "id"),)
+    #: table -> its newest-row column ("" turns the check off for that table)
+    newest_row_columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    orphan_checks: tuple[OrphanCheck, ...] = ()
+    #: tables up to this size (pg_table_size) get a content fingerprint by default
+    content_fingerprint_limit: ByteCount = 1024**3
+    #: tables fingerprinted whatever their size (patterns like include)
+    content_fingerprint_tables: tuple[str, ...] = ()
     bindir: str | None = None
 
     @property
@@ -186,7 +230,8 @@ class BackupSettings:
     storage_dir: ProjectPath = _path("backups/storage")
     redis_dir: ProjectPath = _path("backups/redis")
     s3_prefix: str = "storage/"
-    prefix: str = "content_crew"
+    #: backup file names start with this; empty: the database name
+    prefix: str = ""
     format: BackupFormat = "custom"
 
 
@@ -291,6 +336,10 @@ class Profile:
     url_secrets: SkipJsonSchema[SecretValues] = dataclasses.field(
         default_factory=SecretValues, repr=False, compare=False
     )
+
+    def __post_init__(self) -> None:
+        if not self.backups.prefix and self.database.name:
+            object.__setattr__(self, "backups", dataclasses.replace(self.backups, prefix=self.database.name))
 
     @property
     def is_sandbox(self) -> bool:
@@ -474,6 +523,11 @@ def _validate(name: str, table: dict[str, Any], *, root: Path, sources: list[tup
         profile = _PROFILE.validate_python({**given, "name": name}, context={"root": root})
     except ValidationError as exc:
         problems.extend(_describe(name, error, sources) for error in exc.errors(include_url=False))
+    if profile is not None and not profile.database.name:
+        problems.append(
+            f'profile {name!r}, database.name is required: set name = "<database>" under '
+            f"[profiles.{name}.database] in {root / CONFIG_FILE_NAME}, or DATABASE_URL"
+        )
     if profile is not None:
         for key in _BACKUP_DIRS:
             path: Path = getattr(profile.backups, key)

@@ -20,7 +20,7 @@ from drlib.secrets import MASK, redact, register_secret, scan_for_secrets
 def test_the_default_profile_describes_the_runbooks_stack() -> None:
     profile = load_profile("content_crew")
     assert profile.database.name == "content_crew"
-    assert profile.database.tables == ("users", "organizations", "content_jobs", "content_artifacts")
+    assert profile.database.check_set == "content_crew"
     assert profile.backups.postgres_dir.as_posix().endswith("backups/postgres")
     assert profile.app.health_path == "/health"
     assert profile.app.controller == "compose" and not profile.drill_target
@@ -41,7 +41,7 @@ def test_the_runbooks_rpo_and_rto_tables_are_the_default_targets() -> None:
 def test_a_profile_file_adds_profiles_and_overrides_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "drlib.toml"
     config.write_text(
-        '[profiles.prod]\ndescription = "prod"\n[profiles.prod.database]\nhost = "db.internal"\n'
+        '[profiles.prod]\ndescription = "prod"\n[profiles.prod.database]\nhost = "db.internal"\nname = "app"\n'
         '[profiles.prod.targets.rpo]\npostgres = "1h"\n[profiles.prod.targets.rto]\ndatabase_loss = "90m"\n'
     )
     monkeypatch.setenv("DRLIB_CONFIG", str(config))
@@ -234,7 +234,9 @@ def test_a_quoted_boolean_is_refused_so_a_drill_cannot_run_by_mistake(
 
 
 def test_a_real_boolean_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_config(tmp_path, monkeypatch, "[profiles.staging]\ndrill_target = true\n")
+    use_config(
+        tmp_path, monkeypatch, "[profiles.staging]\ndrill_target = true\n[profiles.staging.database]\nname = 'app'\n"
+    )
     assert load_profile("staging").drill_target is True
 
 
@@ -325,7 +327,12 @@ def test_a_backups_folder_that_is_a_file_is_refused_at_load_time(
 
 
 def test_relative_paths_resolve_against_the_project_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_config(tmp_path, monkeypatch, "[profiles.s.backups]\nredis_dir = 'rdb'\n[profiles.s]\nsecrets_file = 's.env'\n")
+    use_config(
+        tmp_path,
+        monkeypatch,
+        "[profiles.s.backups]\nredis_dir = 'rdb'\n[profiles.s]\nsecrets_file = 's.env'\n"
+        "[profiles.s.database]\nname = 'app'\n",
+    )
     profile = load_profile("s")
     assert profile.backups.redis_dir == tmp_path / "rdb" and profile.secrets_file == tmp_path / "s.env"
     assert profile.backups.storage_dir == tmp_path / "backups/storage"

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from drlib import __version__
 from drlib.exceptions import DrlibError
+from drlib.postgres.check_sets import required_tables
 from drlib.postgres.connection import PgTarget, run_pg_tool, sql_errors
 from drlib.postgres.manifest import (
     BackupManifest,
@@ -113,7 +114,7 @@ def backup_database(
         ).fetchone()
         assert row is not None
         snapshot, snapshot_time, server_version, db_size = row
-        stats = table_stats(conn, target.settings.tables, target.settings.created_at_column)
+        stats = table_stats(conn, required_tables(target.settings), target.settings.created_at_column)
         fks = foreign_keys(conn)
         name = backup_name(prefix or target.name, snapshot_time, fmt)
         final = backup_dir / name

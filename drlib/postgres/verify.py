@@ -16,6 +16,7 @@ from drlib.checks import CheckResult, Checks, check
 from drlib.config import OrphanCheck
 from drlib.exceptions import ConnectionFailed
 from drlib.postgres.backup import foreign_keys, table_stats
+from drlib.postgres.check_sets import hand_written_orphan_checks, required_tables
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.manifest import BackupManifest
 from drlib.secrets import redact
@@ -101,17 +102,18 @@ def _run_checks(
         )
     )
     present = existing_tables(conn)
-    missing = [t for t in settings.tables if t not in present]
+    tables = required_tables(settings)
+    missing = [t for t in tables if t not in present]
     results.append(
         check(
             "expected_tables",
             not missing,
-            expected=sorted(settings.tables),
-            observed=sorted(t for t in settings.tables if t in present),
+            expected=sorted(tables),
+            observed=sorted(t for t in tables if t in present),
             detail=f"missing: {', '.join(missing)}" if missing else "",
         )
     )
-    stats = table_stats(conn, settings.tables, settings.created_at_column)
+    stats = table_stats(conn, tables, settings.created_at_column)
     if manifest is not None:
         for table, expected in manifest.tables.items():
             observed = stats.get(table)
@@ -141,7 +143,7 @@ def _run_checks(
     else:
         fks = set(foreign_keys(conn))
         results.append(check("foreign_keys", bool(fks), expected="at least one", observed=len(fks)))
-    for spec in settings.orphan_checks:
+    for spec in hand_written_orphan_checks(settings):
         if spec.child_table not in present or spec.parent_table not in present:
             results.append(check(spec.name, False, expected=0, observed="table missing"))
             continue
