@@ -40,12 +40,15 @@ def test_manifest_records_checksum_size_version_counts_and_newest_rows(backup: B
     assert manifest.size_bytes == backup.path.stat().st_size
     assert len(manifest.sha256) == 64
     assert manifest.server_version.startswith("15") or manifest.server_version[0].isdigit()
-    assert set(manifest.tables) == {"users", "organizations", "content_jobs", "content_artifacts"}
+    assert set(manifest.tables) == {
+        f"public.{t}" for t in ("users", "organizations", "content_jobs", "content_artifacts")
+    }
     with target.connect() as conn:
         jobs = conn.execute("SELECT count(*), max(created_at) FROM content_jobs").fetchone()
-    assert manifest.tables["content_jobs"].rows == jobs[0]
-    assert manifest.tables["content_jobs"].newest_created_at == jobs[1].isoformat()
-    assert "content_jobs.content_jobs_user_id_fkey" in manifest.foreign_keys
+    assert manifest.tables["public.content_jobs"].rows == jobs[0]
+    assert manifest.tables["public.content_jobs"].newest_created_at == jobs[1].isoformat()
+    assert manifest.tables["public.content_jobs"].newest_column == "created_at"
+    assert "public.content_jobs.content_jobs_user_id_fkey" in manifest.foreign_keys
 
 
 def test_directory_format_backup_verifies(healthy_sandbox, profile, target: PgTarget, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

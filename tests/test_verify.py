@@ -27,10 +27,10 @@ def test_an_intact_copy_passes_every_check(backup: Backup, db_copy: PgTarget) ->
     assert {
         "database_connection",
         "expected_tables",
-        "row_count:users",
+        "row_count:public.users",
         "foreign_keys",
         "orphaned_jobs",
-        "newest_created_at:content_jobs",
+        "newest_row:public.content_jobs",
     } <= set(names)
 
 
@@ -38,14 +38,14 @@ def test_a_missing_table_fails_expected_tables(backup: Backup, db_copy: PgTarget
     faults.drop_table(db_copy, "content_artifacts")
     checks = by_name(verify_database(target=db_copy, manifest=backup.manifest))
     assert checks["expected_tables"] == "fail"
-    assert checks["row_count:content_artifacts"] == "fail"
+    assert checks["row_count:public.content_artifacts"] == "fail"
 
 
 def test_a_wrong_row_count_fails_row_count(backup: Backup, db_copy: PgTarget) -> None:
     faults.delete_rows(db_copy, "content_artifacts", 3)
     checks = by_name(verify_database(target=db_copy, manifest=backup.manifest))
-    assert checks["row_count:content_artifacts"] == "fail"
-    assert checks["row_count:users"] == "pass"
+    assert checks["row_count:public.content_artifacts"] == "fail"
+    assert checks["row_count:public.users"] == "pass"
 
 
 def test_a_missing_foreign_key_fails_foreign_keys(backup: Backup, db_copy: PgTarget) -> None:
@@ -62,11 +62,11 @@ def test_an_orphaned_job_fails_the_orphan_check(backup: Backup, db_copy: PgTarge
     assert result["orphaned_jobs"].observed == 1
 
 
-def test_a_stale_newest_row_fails_newest_created_at(backup: Backup, db_copy: PgTarget) -> None:
+def test_a_stale_newest_row_fails_newest_row(backup: Backup, db_copy: PgTarget) -> None:
     faults.age_newest_row(db_copy, "content_jobs")
     checks = by_name(verify_database(target=db_copy, manifest=backup.manifest))
-    assert checks["newest_created_at:content_jobs"] == "fail"
-    assert checks["row_count:content_jobs"] == "pass"
+    assert checks["newest_row:public.content_jobs"] == "fail"
+    assert checks["row_count:public.content_jobs"] == "pass"
 
 
 def test_an_unreachable_database_fails_the_connection_check(backup: Backup, target: PgTarget) -> None:

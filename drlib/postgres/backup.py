@@ -8,19 +8,22 @@ agree to the row even while the application keeps writing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from drlib import __version__
 from drlib.exceptions import DrlibError
-from drlib.postgres.check_sets import required_tables
-from drlib.postgres.connection import PgTarget, run_pg_tool, sql_errors
+from drlib.postgres.catalog import discover_foreign_keys, discover_tables
+from drlib.postgres.connection import PgTarget, sql_errors, start_pg_tool
+from drlib.postgres.content import TableContent, read_contents
+from drlib.postgres.fingerprint import read_schema, read_sequence_values
+from drlib.postgres.globals import ROLES_SUFFIX, read_database_properties, read_roles, write_roles_file
 from drlib.postgres.manifest import (
     BackupManifest,
     TableStats,
@@ -29,6 +32,8 @@ from drlib.postgres.manifest import (
     write_manifest,
 )
 from drlib.postgres.tools import program_version
+from drlib.processes import kill_tree
+from drlib.secrets import redact
 from drlib.selection import make_backup_folder
 
 FORMAT_SUFFIX = {"custom": ".dump", "directory": ".dir"}
@@ -66,32 +71,6 @@ def backup_name(prefix: str, when: datetime, fmt: str) -> str:
     return f"{prefix}_{when.astimezone(UTC):%Y-%m-%d_%H%M%S}{FORMAT_SUFFIX[fmt]}"
 
 
-def table_stats(conn: psycopg.Connection, tables: tuple[str, ...], created_at_column: str) -> dict[str, TableStats]:
-    """Row count and newest ``created_at`` of each table that exists."""
-    stats: dict[str, TableStats] = {}
-    for table in tables:
-        exists = conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()
-        if not exists or exists[0] is None:
-            continue
-        has_column = conn.execute(
-            "SELECT 1 FROM information_schema.columns WHERE table_schema='public' AND table_name=%s AND column_name=%s",
-            (table, created_at_column),
-        ).fetchone()
-        newest = sql.SQL("max({})").format(sql.Identifier(created_at_column)) if has_column else sql.SQL("NULL")
-        row = conn.execute(sql.SQL("SELECT count(*), {} FROM {}").format(newest, sql.Identifier(table))).fetchone()
-        assert row is not None
-        stats[table] = TableStats(rows=int(row[0]), newest_created_at=row[1].isoformat() if row[1] else None)
-    return stats
-
-
-def foreign_keys(conn: psycopg.Connection) -> list[str]:
-    """``table.constraint`` for every foreign key (the runbook's ``pg_constraint`` query)."""
-    rows = conn.execute(
-        "SELECT conrelid::regclass::text || '.' || conname FROM pg_constraint WHERE contype = 'f' ORDER BY 1"
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 def backup_database(
     *,
     target: PgTarget,
@@ -100,11 +79,17 @@ def backup_database(
     fmt: str = "custom",
     jobs: int = 1,
     compress: int | None = None,
+    fingerprint_jobs: int = 2,
 ) -> Backup:
-    """Dump ``target`` into ``backup_dir`` as ``<prefix>_YYYY-MM-DD_HHMMSS.dump`` plus manifest."""
+    """Dump ``target`` into ``backup_dir`` as ``<prefix>_YYYY-MM-DD_HHMMSS.dump`` plus its manifest
+    (schema and content fingerprints, database properties, roles) and ``.roles.sql``.
+
+    The manifest is read in the dump's own snapshot; the content fingerprint is read by
+    ``fingerprint_jobs`` connections while ``pg_dump`` runs."""
     if fmt not in FORMAT_SUFFIX:
         raise BackupFailed(f"unknown backup format {fmt!r}: use 'custom' or 'directory'")
     make_backup_folder(backup_dir, what="backup", setting="postgres_dir", error=BackupFailed)
+    settings = target.settings
     conn = target.connect(autocommit=False)
     with conn, sql_errors(target, doing="reading the snapshot for the backup manifest"):
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -114,8 +99,14 @@ def backup_database(
         ).fetchone()
         assert row is not None
         snapshot, snapshot_time, server_version, db_size = row
-        stats = table_stats(conn, required_tables(target.settings), target.settings.created_at_column)
-        fks = foreign_keys(conn)
+        started = time.monotonic()
+        schema = read_schema(conn, settings)
+        sequences = read_sequence_values(conn, settings)
+        properties = read_database_properties(conn)
+        roles = read_roles(conn)
+        tables = discover_tables(conn, settings)
+        fks = discover_foreign_keys(conn, settings)
+        schema_seconds = time.monotonic() - started
         name = backup_name(prefix or target.name, snapshot_time, fmt)
         final = backup_dir / name
         partial = backup_dir / (name + ".partial")
@@ -125,17 +116,25 @@ def backup_database(
             args[:0] = ["-j", str(jobs)]
         if compress is not None:
             args[:0] = [f"--compress={compress}"]
+        dump = start_pg_tool("pg_dump", args, target=target)
         try:
-            result = run_pg_tool("pg_dump", args, target=target)
-        except DrlibError as exc:
+            started = time.monotonic()
+            contents = read_contents(target, tables, settings, jobs=fingerprint_jobs, snapshot=snapshot)
+            content_seconds = time.monotonic() - started
+            _, stderr = dump.communicate()
+        except BaseException:
+            kill_tree(dump.pid, timeout=5)
+            dump.communicate()
             _remove(partial)
-            raise BackupFailed(f"pg_dump of {target.settings.address} failed: {exc.message}") from exc
-        if result.returncode != 0:
+            raise
+        if dump.returncode != 0:
             _remove(partial)
-            raise BackupFailed(f"pg_dump of {target.settings.address} failed: {result.stderr.strip()}")
+            raise BackupFailed(f"pg_dump of {settings.address} failed: {redact(stderr.strip())}")
     try:
         os.replace(partial, final)
         overall, files, size = dump_checksums(final)
+        roles_path = final.with_name(final.name + ROLES_SUFFIX)
+        roles_text = write_roles_file(roles_path, roles)
         manifest = BackupManifest(
             file=name,
             format=fmt,
@@ -146,10 +145,19 @@ def backup_database(
             server_version=str(server_version),
             pg_dump_version=program_version("pg_dump"),
             database_size_bytes=int(db_size),
-            tables=stats,
-            foreign_keys=fks,
+            tables={table: _stats(content) for table, content in contents.items()},
+            foreign_keys=[fk.label for fk in fks],
+            foreign_key_specs=[dataclasses.asdict(fk) for fk in fks],
             files=files,
             drlib_version=__version__,
+            manifest_version=2,
+            schema=schema,
+            sequences=sequences,
+            database_properties=properties.to_dict(),
+            roles={role.name: role.described() for role in roles},
+            roles_file=roles_path.name,
+            roles_sha256=hashlib.sha256(roles_text.encode()).hexdigest(),
+            fingerprint_seconds={"schema": round(schema_seconds, 3), "content": round(content_seconds, 3)},
         )
         write_manifest(manifest_path(final), manifest)
     except OSError as exc:
@@ -159,6 +167,18 @@ def backup_database(
             "then take the backup again"
         ) from exc
     return Backup(path=final, created_at=snapshot_time.astimezone(UTC), manifest=manifest)
+
+
+def _stats(content: TableContent) -> TableStats:
+    return TableStats(
+        rows=content.rows,
+        newest_created_at=content.newest,
+        newest_column=content.newest_column,
+        content=content.content,
+        content_skipped=content.content_skipped,
+        size_bytes=content.size_bytes,
+        seconds=content.seconds,
+    )
 
 
 def _remove(path: Path) -> None:

@@ -161,6 +161,17 @@ def drop_database(target: PgTarget, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def start_pg_tool(program: str, args: Sequence[str], *, target: PgTarget) -> subprocess.Popen[str]:
+    """Start a PostgreSQL client program against ``target`` (pipes for its output; read them redacted)."""
+    argv = [pg_program(program), *args]
+    try:
+        return subprocess.Popen(argv, env=target.tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        raise DatabaseCommandFailed(
+            f"cannot run {argv[0]} ({type(exc).__name__}): check the PostgreSQL installation or DRLIB_PG_BINDIR"
+        ) from exc
+
+
 def run_pg_tool(
     program: str,
     args: Sequence[str],

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from drlib.checks import CheckResult, Checks, check
 from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfigError
+from drlib.hashing import sha256_file
 from drlib.postgres.backup import Backup
 from drlib.postgres.manifest import BackupManifest, dump_checksums, manifest_path, read_manifest
 from drlib.postgres.tools import pg_program
@@ -76,6 +77,30 @@ def read_whole_archive(path: Path) -> None:
             f"backup {path} cannot be read to the end: {full.stderr.strip()}. "
             "It is truncated or damaged: pick another backup. Nothing was changed."
         )
+
+
+def _roles_file_check(path: Path, manifest: BackupManifest) -> CheckResult:
+    """The roles file beside the dump is there and unchanged (it is applied as a superuser would)."""
+    roles = path.with_name(manifest.roles_file)
+    if Path(manifest.roles_file).name != manifest.roles_file:
+        raise BackupCorrupt(f"the manifest of {path.name} names a roles file outside its folder: pick another backup")
+    if not roles.is_file():
+        return check(
+            "roles_file",
+            False,
+            expected=roles.name,
+            observed="missing",
+            detail="the restore cannot create missing roles: copy the file back beside the dump, or create "
+            "the roles by hand",
+            warn_only=True,
+        )
+    digest = sha256_file(roles)
+    if digest != manifest.roles_sha256:
+        raise BackupCorrupt(
+            f"the roles file {roles.name} of backup {path.name} fails its checksum: it changed after the backup "
+            "was taken. Pick another backup."
+        )
+    return check("roles_file_checksum", True, expected=manifest.roles_sha256[:16], observed=digest[:16])
 
 
 def _format_hint(head: bytes) -> str:
@@ -146,6 +171,8 @@ def _verify(backup: Backup, *, require_manifest: bool, deep: bool) -> VerifiedBa
         results.append(
             check("backup_checksum", True, expected=manifest.sha256[:16], observed=overall[:16], detail="sha256")
         )
+        if manifest.roles_file:
+            results.append(_roles_file_check(path, manifest))
 
     listing = _pg_restore(["--list"], path)
     if listing.returncode != 0:

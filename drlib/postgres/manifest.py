@@ -18,8 +18,17 @@ MANIFEST_SUFFIX = ".manifest.json"
 
 @dataclass(frozen=True)
 class TableStats:
+    """One table in the backup: rows, newest row and content fingerprint (manifest version 2)."""
+
     rows: int
+    #: the newest value of ``newest_column`` (the name is kept from manifest version 1)
     newest_created_at: str | None
+    newest_column: str | None = None
+    #: order-independent checksum of the rows (None: not fingerprinted, see ``content_skipped``)
+    content: str | None = None
+    content_skipped: str = ""
+    size_bytes: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,21 @@ class BackupManifest:
     foreign_keys: list[str]
     files: dict[str, str] = field(default_factory=dict)
     drlib_version: str = ""
+    manifest_version: int = 1
+    #: kind -> qualified name -> definition (see drlib.postgres.fingerprint)
+    schema: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: sequence -> its last value (None: never used); a restored one must be at least this
+    sequences: dict[str, int | None] = field(default_factory=dict)
+    #: owner, privileges, settings, comment (see drlib.postgres.globals.DatabaseProperties)
+    database_properties: dict[str, Any] = field(default_factory=dict)
+    #: role -> attributes and memberships (the SQL with password hashes is in ``roles_file``)
+    roles: dict[str, str] = field(default_factory=dict)
+    #: every foreign key: name, child, columns, parent, parent_columns (orphan checks even once dropped)
+    foreign_key_specs: list[dict[str, Any]] = field(default_factory=list)
+    roles_file: str = ""
+    roles_sha256: str = ""
+    #: what reading the fingerprints cost at backup time: {"schema": s, "content": s}
+    fingerprint_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def created(self) -> datetime:
@@ -49,6 +73,7 @@ class BackupManifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupManifest:
+        data = dict(data)
         tables = {name: TableStats(**stats) for name, stats in data.pop("tables").items()}
         return cls(tables=tables, **data)
 

@@ -29,8 +29,10 @@ from drlib.postgres.connection import (
     database_exists,
     drop_database,
     rename_database,
+    sql_errors,
     terminate_connections,
 )
+from drlib.postgres.globals import Role, apply_database_properties, backup_globals, create_missing_roles
 from drlib.postgres.integrity import VerifiedBackup, read_whole_archive
 from drlib.postgres.tools import pg_program
 from drlib.processes import kill_tree
@@ -117,6 +119,21 @@ def _end_sessions(target: PgTarget, application_name: str) -> None:
             if not rows:
                 return
             time.sleep(0.1)
+
+
+def create_roles(target: PgTarget, roles: list[Role]) -> list[str]:
+    """Create the backup's roles that the server lacks (before pg_restore needs them as owners)."""
+    if not roles:
+        return []
+    with (
+        sql_errors(
+            target,
+            doing="creating the roles the backup uses",
+            advice="create them by hand, or connect as a user with CREATEROLE",
+        ),
+        target.maintenance.connect() as conn,
+    ):
+        return create_missing_roles(conn, roles)
 
 
 #: pg_restore -j above this opens more connections than a server usually allows and gains nothing
@@ -215,12 +232,19 @@ def restore_to_new_database(
     """Option B, first half: restore into a new database; the live one is not touched."""
     new_name = new_name or f"{target.name}_restored_{timestamp_suffix()}"
     argv = pg_restore_args(verified, database=new_name, jobs=jobs, clean=False)
+    roles, props = backup_globals(verified.path, verified.manifest)
     if not confirm:
         return RestorePlan(
             action=f"Option B restore of {verified.path.name}",
             steps=(
+                *([f"create the roles the backup uses that are missing ({len(roles)} in the backup)"] if roles else []),
                 f"CREATE DATABASE {new_name}",
                 "pg_restore " + " ".join(argv[1:]),
+                *(
+                    [f"give {new_name} the backup's owner ({props.owner}), privileges, settings and comment"]
+                    if props
+                    else []
+                ),
                 f"verify {new_name}, then swap it in as {target.name} (old one kept)",
             ),
         )
@@ -235,11 +259,16 @@ def restore_to_new_database(
             f"name. {untouched}; nothing was created."
         )
     try:
+        create_roles(target, roles)
         create_database(target, new_name)
     except DrlibError as exc:
         raise RestoreFailed(f"{exc.message}. {untouched}; nothing was created.") from exc
     try:
         seconds = run_pg_restore(argv, target=target, timeout=timeout)
+        if props is not None:
+            copy = target.with_database(new_name)
+            with sql_errors(copy, doing=f"giving {new_name} the backup's database properties"), copy.connect() as conn:
+                apply_database_properties(conn, props)
     except BaseException as exc:
         cleanup = _drop_partial(target, new_name)
         message = exc.message if isinstance(exc, DrlibError) else f"restore interrupted ({type(exc).__name__})"

@@ -1,60 +1,57 @@
-"""The runbook's database verification, as checks with expected and observed values.
+"""The runbook's database verification, generalised to any database and made exact.
 
-Connection (``SELECT version()``), expected tables, row counts equal to the backup manifest,
-foreign keys present (the runbook's ``pg_constraint`` query), no orphaned rows, and the
-newest ``created_at`` equal to the manifest's ("data matches backup timestamp").
+Against a backup's manifest: the connection (``SELECT version()``); the schema object by object
+(tables, columns, constraints, indexes, triggers, functions, views, sequences, partitions, types,
+extensions, policies, grants: :mod:`drlib.postgres.fingerprint`); sequences not behind the backup;
+the database's own properties and roles (:mod:`drlib.postgres.globals`); per table the row count,
+the content fingerprint and the newest row (:mod:`drlib.postgres.content`); no orphaned rows for any
+foreign key, the backup's included (a dropped key is exactly when orphans appear); and the
+profile's hand-written checks (``check_set``, ``orphan_checks``).
+
+``exact``: right after a restore everything must equal the backup. Otherwise (the application has
+written since) rows and newest rows must be at least the backup's, content is not compared, and
+objects the backup did not have are warnings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
 from drlib.checks import CheckResult, Checks, check
-from drlib.config import OrphanCheck
-from drlib.exceptions import ConnectionFailed
-from drlib.postgres.backup import foreign_keys, table_stats
+from drlib.config import DatabaseSettings, OrphanCheck
+from drlib.exceptions import DrlibError
+from drlib.postgres.catalog import ForeignKey, Table, discover_foreign_keys, discover_tables
 from drlib.postgres.check_sets import hand_written_orphan_checks, required_tables
 from drlib.postgres.connection import PgTarget
-from drlib.postgres.manifest import BackupManifest
+from drlib.postgres.content import TableContent, parallel_reads, read_contents
+from drlib.postgres.fingerprint import compare, read_schema, read_sequence_values
+from drlib.postgres.globals import DatabaseProperties, describe_roles, read_database_properties
+from drlib.postgres.manifest import BackupManifest, TableStats
 from drlib.secrets import redact
 
-
-def orphan_query(spec: OrphanCheck) -> sql.Composed:
-    """The runbook's orphan query, generalised: child rows whose parent row is missing."""
-    return sql.SQL(
-        "SELECT count(*) FROM {child} c LEFT JOIN {parent} p ON c.{ccol} = p.{pcol} "
-        "WHERE c.{ccol} IS NOT NULL AND p.{pcol} IS NULL"
-    ).format(
-        child=sql.Identifier(spec.child_table),
-        parent=sql.Identifier(spec.parent_table),
-        ccol=sql.Identifier(spec.child_column),
-        pcol=sql.Identifier(spec.parent_column),
-    )
+#: full: everything; schema: no table scans (rows and content were verified before, e.g. on the copy)
+Depth = Literal["full", "schema"]
+#: at most this many differences are named in one check's detail (the count is always exact)
+SHOWN_DIFFERENCES = 20
 
 
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def existing_tables(conn: psycopg.Connection) -> set[str]:
-    rows = conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def verify_database(*, target: PgTarget, manifest: BackupManifest | None, exact: bool = True) -> Checks:
-    """Run every database check against ``target`` (compared with ``manifest`` when given).
-
-    ``exact``: row counts and newest rows equal the backup's (right after a restore). Otherwise
-    at least the backup's (once the application has written again)."""
-    results: list[CheckResult] = []
+def verify_database(
+    *,
+    target: PgTarget,
+    manifest: BackupManifest | None,
+    exact: bool = True,
+    depth: Depth = "full",
+    jobs: int = 2,
+) -> Checks:
+    """Run every database check against ``target`` (compared with ``manifest`` when given)."""
     try:
         conn = target.connect()
-    except ConnectionFailed as exc:
+    except DrlibError as exc:
         return Checks(
             [
                 check(
@@ -66,11 +63,13 @@ def verify_database(*, target: PgTarget, manifest: BackupManifest | None, exact:
                 )
             ]
         )
+    results: list[CheckResult] = []
     with conn:
         try:
-            _run_checks(conn, target=target, manifest=manifest, exact=exact, results=results)
-        except psycopg.Error as exc:
-            reason = redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _run_checks(conn, target=target, manifest=manifest, exact=exact, depth=depth, jobs=jobs, results=results)
+        except (psycopg.Error, DrlibError) as exc:
+            text = exc.message if isinstance(exc, DrlibError) else redact(str(exc)).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
             results.append(
                 check(
                     "database_queries",
@@ -89,88 +88,306 @@ def _run_checks(
     target: PgTarget,
     manifest: BackupManifest | None,
     exact: bool,
+    depth: Depth,
+    jobs: int,
     results: list[CheckResult],
 ) -> None:
     settings = target.settings
-    version_row = conn.execute("SELECT version()").fetchone()
+    version = conn.execute("SELECT version()").fetchone()
     results.append(
         check(
             "database_connection",
             True,
             expected="SELECT version() succeeds",
-            observed=str(version_row[0]).split(",")[0] if version_row else "?",
+            observed=str(version[0]).split(",")[0] if version else "?",
         )
     )
-    present = existing_tables(conn)
-    tables = required_tables(settings)
-    missing = [t for t in tables if t not in present]
-    results.append(
+    tables = discover_tables(conn, settings)
+    results.append(_required_tables(settings, tables))
+    live_fks = discover_foreign_keys(conn, settings)
+    if manifest is not None:
+        results.extend(_schema_checks(conn, settings, manifest, exact=exact))
+        results.append(_foreign_keys_check(manifest, live_fks))
+    if depth == "full":
+        contents = read_contents(target, tables, settings, jobs=jobs, content=exact and manifest is not None)
+        if manifest is not None:
+            results.extend(_table_checks(manifest, contents, exact=exact))
+        results.extend(_orphan_checks(target, settings, _all_foreign_keys(manifest, live_fks), jobs=jobs))
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def _required_tables(settings: DatabaseSettings, tables: list[Table]) -> CheckResult:
+    present = {name for t in tables for name in (t.name, t.plain_name, t.plain_name.removeprefix("public."))}
+    required = required_tables(settings)
+    missing = [t for t in required if t not in present]
+    return (
         check(
             "expected_tables",
             not missing,
-            expected=sorted(tables),
-            observed=sorted(t for t in tables if t in present),
-            detail=f"missing: {', '.join(missing)}" if missing else "",
+            expected=list(required) if required else f"at least one table (found {len(tables)})",
+            observed=[t for t in required if t in present] if required else len(tables),
+            detail=f"missing: {', '.join(missing)}" if missing else f"{len(tables)} tables found by discovery",
+        )
+        if required or tables
+        else check(
+            "expected_tables",
+            False,
+            expected="at least one table",
+            observed=0,
+            detail="no table found: check database.name, include and exclude in the profile",
         )
     )
-    stats = table_stats(conn, tables, settings.created_at_column)
-    if manifest is not None:
-        for table, expected in manifest.tables.items():
-            observed = stats.get(table)
-            rows = observed.rows if observed else -1
-            results.append(
-                check(
-                    f"row_count:{table}",
-                    rows == expected.rows if exact else rows >= expected.rows,
-                    expected=expected.rows if exact else f">= {expected.rows}",
-                    observed=rows if observed else "table missing",
-                    detail="equals the backup manifest" if exact else "at least the backup's rows",
-                )
-            )
-        fks = set(foreign_keys(conn))
-        missing_fks = sorted(set(manifest.foreign_keys) - fks)
-        results.append(
-            check(
-                "foreign_keys",
-                not missing_fks,
-                expected=len(manifest.foreign_keys),
-                observed=len(fks & set(manifest.foreign_keys)),
-                detail=f"missing: {', '.join(missing_fks)}"
-                if missing_fks
-                else "every foreign key of the backup is present",
-            )
+
+
+def _table_checks(manifest: BackupManifest, contents: dict[str, TableContent], *, exact: bool) -> list[CheckResult]:
+    results = []
+    for table, expected in manifest.tables.items():
+        observed = contents.get(table)
+        results.append(_row_count(table, expected, observed, exact=exact))
+        if exact:
+            results.append(_content(table, expected, observed))
+        results.append(_newest_row(table, expected, observed, exact=exact))
+    return results
+
+
+def _row_count(table: str, expected: TableStats, observed: TableContent | None, *, exact: bool) -> CheckResult:
+    rows = observed.rows if observed else -1
+    return check(
+        f"row_count:{table}",
+        rows == expected.rows if exact else rows >= expected.rows,
+        expected=expected.rows if exact else f">= {expected.rows}",
+        observed=rows if observed else "table missing",
+        detail="equals the backup manifest" if exact else "at least the backup's rows",
+    )
+
+
+def _content(table: str, expected: TableStats, observed: TableContent | None) -> CheckResult:
+    name = f"content:{table}"
+    if expected.content is None:
+        why = expected.content_skipped or "the backup has no content fingerprint (taken by an older drlib)"
+        return check(name, False, expected="fingerprinted", observed="not checked", detail=why, warn_only=True)
+    if observed is None:
+        return check(name, False, expected=expected.content, observed="table missing")
+    same = observed.content == expected.content
+    detail = f"order-independent checksum of every row, {observed.seconds:.2f}s"
+    if not same and observed.rows == expected.rows:
+        detail = "same row count but rows changed in place: " + detail
+    return check(name, same, expected=expected.content, observed=observed.content, detail=detail)
+
+
+def _ts(value: str) -> datetime | str:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return value
+
+
+def _newest_row(table: str, expected: TableStats, observed: TableContent | None, *, exact: bool) -> CheckResult:
+    name = f"newest_row:{table}"
+    column = expected.newest_column if expected.newest_column or expected.newest_created_at is None else "created_at"
+    if column is None:
+        return check(
+            name,
+            False,
+            expected="a timestamp column",
+            observed="not checked",
+            detail=f"no timestamp column found: set database.newest_row_columns.'{table}' in the profile to check it",
+            warn_only=True,
         )
+    got = observed.newest if observed else None
+    newest = expected.newest_created_at
+    if newest is None:
+        ok = got is None if exact else True
+    elif got is None:
+        ok = False
     else:
-        fks = set(foreign_keys(conn))
-        results.append(check("foreign_keys", bool(fks), expected="at least one", observed=len(fks)))
-    for spec in hand_written_orphan_checks(settings):
-        if spec.child_table not in present or spec.parent_table not in present:
-            results.append(check(spec.name, False, expected=0, observed="table missing"))
-            continue
-        row = conn.execute(orphan_query(spec)).fetchone()
-        orphans = int(row[0]) if row else -1
-        results.append(
-            check(
-                spec.name,
-                orphans == 0,
-                expected=0,
-                observed=orphans,
-                detail=f"{spec.child_table}.{spec.child_column} → {spec.parent_table}.{spec.parent_column}",
-            )
+        ok = got == newest if exact else _ts(got) >= _ts(newest)  # type: ignore[operator]
+    return check(
+        name,
+        ok,
+        expected=newest if exact else f">= {newest}",
+        observed=got if observed else "table missing",
+        detail=f"max({column}): data matches the backup timestamp",
+    )
+
+
+# -- schema, sequences, database properties, roles ----------------------------------------------
+
+
+def _differences_check(
+    name: str, differences: list[str], *, total: int, what: str, warnings: list[str] | None = None
+) -> CheckResult:
+    warnings = warnings or []
+    shown = differences[:SHOWN_DIFFERENCES]
+    more = f"; and {len(differences) - len(shown)} more" if len(differences) > len(shown) else ""
+    if differences:
+        return check(
+            name,
+            False,
+            expected=f"{total} {what} as in the backup",
+            observed=f"{len(differences)} differ",
+            detail="; ".join(shown) + more,
         )
-    if manifest is not None:
-        for table, expected in manifest.tables.items():
-            if expected.newest_created_at is None:
-                continue
-            observed = stats.get(table)
-            got = observed.newest_created_at if observed else None
-            newest = expected.newest_created_at
-            results.append(
-                check(
-                    f"newest_created_at:{table}",
-                    got == newest if exact else got is not None and _ts(got) >= _ts(newest),
-                    expected=newest if exact else f">= {newest}",
-                    observed=got,
-                    detail="data matches the backup timestamp",
-                )
+    if warnings:
+        return check(
+            name,
+            False,
+            expected=f"{total} {what} as in the backup",
+            observed=f"{len(warnings)} extra",
+            detail="; ".join(warnings[:SHOWN_DIFFERENCES]),
+            warn_only=True,
+        )
+    return check(name, True, expected=f"{total} {what} as in the backup", observed="identical")
+
+
+def _schema_checks(
+    conn: psycopg.Connection, settings: DatabaseSettings, manifest: BackupManifest, *, exact: bool
+) -> list[CheckResult]:
+    if not manifest.schema:
+        return [
+            check(
+                "schema",
+                False,
+                expected="a schema fingerprint in the manifest",
+                observed="none",
+                detail="the backup was taken by an older drlib: its schema cannot be compared object by object",
+                warn_only=True,
             )
+        ]
+    live = read_schema(conn, settings)
+    results = []
+    for kind, objects in manifest.schema.items():
+        found = compare({kind: objects}, {kind: live.get(kind, {})})
+        failing = [d.describe() for d in found if exact or d.change != "unexpected"]
+        extra = [d.describe() for d in found if not exact and d.change == "unexpected"]
+        results.append(
+            _differences_check(f"schema:{kind}", failing, total=len(objects), what=f"{kind} objects", warnings=extra)
+        )
+    results.append(_sequences_check(manifest.sequences, read_sequence_values(conn, settings)))
+    if manifest.database_properties:
+        results.append(_properties_check(manifest.database_properties, read_database_properties(conn)))
+    if manifest.roles or manifest.manifest_version >= 2:
+        live_roles = describe_roles(conn, list(manifest.roles))
+        results.append(_roles_check(manifest.roles, {r.name: r.described() for r in live_roles}))
+    return results
+
+
+def _sequences_check(expected: dict[str, int | None], observed: dict[str, int | None]) -> CheckResult:
+    behind = []
+    for name, value in expected.items():
+        if name not in observed:
+            behind.append(f"missing sequence {name}")
+        elif value is not None and (observed[name] is None or observed[name] < value):  # type: ignore[operator]
+            behind.append(
+                f"sequence {name} is at {observed[name]}, behind the backup's {value}: new rows would reuse ids"
+            )
+    return _differences_check("sequences", behind, total=len(expected), what="sequences at or after their value")
+
+
+def _properties_check(expected: dict[str, Any], live: DatabaseProperties) -> CheckResult:
+    was = DatabaseProperties.from_dict(expected).described()
+    now = live.described()
+    changed = [f"database {key}: was {was[key]!r}, now {now.get(key)!r}" for key in was if was[key] != now.get(key)]
+    return _differences_check("database_properties", changed, total=len(was), what="database properties")
+
+
+def _roles_check(expected: dict[str, str], live: dict[str, str]) -> CheckResult:
+    problems = []
+    for name, attributes in expected.items():
+        if name not in live:
+            problems.append(f"missing role {name}")
+        elif live[name] != attributes:
+            problems.append(f"changed role {name}: was {attributes!r}, now {live[name]!r}")
+    return _differences_check("roles", problems, total=len(expected), what="roles")
+
+
+def _foreign_keys_check(manifest: BackupManifest, live: list[ForeignKey]) -> CheckResult:
+    labels = {fk.label for fk in live} | {_legacy_label(fk) for fk in live}
+    missing = sorted(set(manifest.foreign_keys) - labels)
+    return check(
+        "foreign_keys",
+        not missing,
+        expected=len(manifest.foreign_keys),
+        observed=len(manifest.foreign_keys) - len(missing),
+        detail=f"missing: {', '.join(missing)}" if missing else "every foreign key of the backup is present",
+    )
+
+
+def _legacy_label(fk: ForeignKey) -> str:
+    """How manifest version 1 named a key: ``table.constraint``, unqualified for ``public``."""
+    return f"{fk.child.removeprefix('public.')}.{fk.name}"
+
+
+# -- orphans -------------------------------------------------------------------------------------
+
+
+def _all_foreign_keys(manifest: BackupManifest | None, live: list[ForeignKey]) -> list[ForeignKey]:
+    """The live keys and the backup's (by label): a key dropped since is where orphans appear."""
+    keys = {fk.label: fk for fk in live}
+    for spec in manifest.foreign_key_specs if manifest else []:
+        fk = ForeignKey(**{**spec, "columns": tuple(spec["columns"]), "parent_columns": tuple(spec["parent_columns"])})
+        keys.setdefault(fk.label, fk)
+    return [keys[label] for label in sorted(keys)]
+
+
+def _qualified(table: str) -> sql.Identifier:
+    """A profile's table name: ``users`` means ``public.users``; ``sales.invoice`` is taken as written."""
+    schema, _, name = table.rpartition(".")
+    return sql.Identifier(schema or "public", name)
+
+
+def orphan_query(spec: OrphanCheck | ForeignKey) -> sql.Composed:
+    """Child rows whose parent row is missing (the runbook's orphan query, for any key)."""
+    child: sql.Composable
+    parent: sql.Composable
+    if isinstance(spec, OrphanCheck):
+        child, parent = _qualified(spec.child_table), _qualified(spec.parent_table)
+        pairs = [(spec.child_column, spec.parent_column)]
+    else:
+        child, parent = sql.SQL(spec.child), sql.SQL(spec.parent)
+        pairs = list(zip(spec.columns, spec.parent_columns, strict=True))
+    not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c, _ in pairs)
+    joined = sql.SQL(" AND ").join(
+        sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(c)) for c, p in pairs
+    )
+    return sql.SQL(
+        "SELECT count(*) FROM {child} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {joined})"
+    ).format(child=child, parent=parent, not_null=not_null, joined=joined)
+
+
+def _orphan_checks(
+    target: PgTarget, settings: DatabaseSettings, keys: list[ForeignKey], *, jobs: int
+) -> list[CheckResult]:
+    specs: list[tuple[str, OrphanCheck | ForeignKey, str]] = [
+        (s.name, s, f"{s.child_table}.{s.child_column} → {s.parent_table}.{s.parent_column}")
+        for s in hand_written_orphan_checks(settings)
+    ]
+    specs += [
+        (
+            f"orphans:{fk.label}",
+            fk,
+            f"{fk.child}({', '.join(fk.columns)}) → {fk.parent}({', '.join(fk.parent_columns)})",
+        )
+        for fk in keys
+    ]
+
+    def count(spec: OrphanCheck | ForeignKey) -> Callable[[psycopg.Connection], int | str]:
+        def run(conn: psycopg.Connection) -> int | str:
+            try:
+                with conn.transaction():
+                    row = conn.execute(orphan_query(spec)).fetchone()
+            except psycopg.errors.UndefinedTable:
+                return "table missing"
+            except psycopg.DatabaseError as exc:  # e.g. a renamed column: the check fails, the others run
+                return f"query failed: {type(exc).__name__}"
+            return int(row[0]) if row else -1
+
+        return run
+
+    counts = parallel_reads(target, [count(spec) for _, spec, _ in specs], jobs=jobs)
+    return [
+        check(name, orphans == 0, expected=0, observed=orphans, detail=detail)
+        for (name, _, detail), orphans in zip(specs, counts, strict=True)
+    ]

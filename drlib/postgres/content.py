@@ -1,0 +1,169 @@
+"""Row counts, newest rows and the content fingerprint of every table, read in parallel.
+
+The content fingerprint of a table is ``sum(hashtextextended(row::text, 0))`` over its rows: an
+order-independent 64-bit hash sum that changes when any row changes in place, not only when rows
+are added or deleted. It is read in one pass with ``count(*)`` and the newest-row ``max()``, with the
+session settings that fix how values print (time zone, date style, float digits), so a restored
+database prints its rows exactly as the original did. At backup time every worker joins the
+snapshot ``pg_dump`` dumps (``SET TRANSACTION SNAPSHOT``), so the fingerprint describes the dump.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+
+from drlib.config import DatabaseSettings
+from drlib.postgres.catalog import Table, matches
+from drlib.postgres.connection import PgTarget, sql_errors
+from drlib.units import format_bytes
+
+T = TypeVar("T")
+
+#: how values print while fingerprinting: the same everywhere, whatever the server's defaults
+STABLE_OUTPUT = (
+    "SET TimeZone = 'UTC'",
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 1",
+    "SET bytea_output = 'hex'",
+    "SET lc_monetary = 'C'",
+    "SELECT set_config('search_path', '', false)",
+)
+
+
+@dataclass(frozen=True)
+class TableContent:
+    """What one table holds: rows, newest row, and (unless skipped) its content fingerprint."""
+
+    rows: int
+    newest: str | None
+    newest_column: str | None
+    content: str | None
+    content_skipped: str
+    size_bytes: int
+    seconds: float
+
+
+def wants_content(table: Table, settings: DatabaseSettings, *, everything: bool = False) -> str:
+    """Why a table gets no content fingerprint ("" when it gets one)."""
+    if everything or matches(table.plain_name, settings.content_fingerprint_tables):
+        return ""
+    if table.size_bytes > settings.content_fingerprint_limit:
+        return (
+            f"{format_bytes(table.size_bytes)} > content_fingerprint_limit "
+            f"{format_bytes(settings.content_fingerprint_limit)}: add it to content_fingerprint_tables to check it"
+        )
+    return ""
+
+
+def table_query(table: Table, *, content: bool) -> sql.Composed:
+    newest = (
+        sql.SQL("max({})").format(sql.Identifier(table.newest_row_column))
+        if table.newest_row_column
+        else sql.SQL("NULL")
+    )
+    fingerprint = sql.SQL("coalesce(sum(hashtextextended(ROW(_r.*)::text, 0)), 0)") if content else sql.SQL("NULL")
+    return sql.SQL("SELECT count(*), {}, {} FROM ONLY {}.{} AS _r").format(
+        newest, fingerprint, sql.Identifier(table.schema), sql.Identifier(table.relname)
+    )
+
+
+def _iso(value: object) -> str | None:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return None if value is None else str(value)
+
+
+def parallel_reads(
+    target: PgTarget,
+    tasks: Sequence[Callable[[psycopg.Connection], T]],
+    *,
+    jobs: int = 2,
+    snapshot: str | None = None,
+) -> list[T]:
+    """Run read-only ``tasks`` on ``jobs`` connections at once; results in the order of ``tasks``.
+
+    Each connection reads in one repeatable-read transaction with :data:`STABLE_OUTPUT`, joining
+    ``snapshot`` when given. Interrupted or failed, the queries still running are cancelled."""
+    local = threading.local()
+    opened: list[psycopg.Connection] = []
+    lock = threading.Lock()
+
+    def connection() -> psycopg.Connection:
+        conn: psycopg.Connection | None = getattr(local, "conn", None)
+        if conn is None:
+            conn = target.connect(autocommit=False)
+            with lock:
+                opened.append(conn)
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if snapshot:
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            for statement in STABLE_OUTPUT:
+                conn.execute(statement)
+            local.conn = conn
+        return conn
+
+    def run(task: Callable[[psycopg.Connection], T]) -> T:
+        with sql_errors(target, doing="reading the database"):
+            return task(connection())
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tasks) or 1)), thread_name_prefix="drlib-read")
+    try:
+        return list(pool.map(run, tasks))
+    except BaseException:  # interrupted or failed: stop the queries still running, not wait for them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for conn in list(opened):
+            conn.cancel_safe()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        for conn in opened:
+            conn.close()
+
+
+def read_contents(
+    target: PgTarget,
+    tables: Iterable[Table],
+    settings: DatabaseSettings,
+    *,
+    jobs: int = 2,
+    snapshot: str | None = None,
+    content: bool = True,
+    everything: bool = False,
+) -> dict[str, TableContent]:
+    """Rows, newest row and (with ``content``) the content fingerprint of each table, ``jobs`` at a time.
+
+    ``snapshot``: an exported snapshot every worker joins (the backup's); without it each worker
+    reads in its own repeatable-read transaction. ``everything``: fingerprint tables over the limit too."""
+    ordered = sorted(tables, key=lambda t: t.size_bytes, reverse=True)
+
+    def reader(table: Table) -> Callable[[psycopg.Connection], TableContent]:
+        skipped = wants_content(table, settings, everything=everything) if content else "not asked for"
+
+        def read(conn: psycopg.Connection) -> TableContent:
+            started = time.monotonic()
+            row = conn.execute(table_query(table, content=not skipped)).fetchone()
+            assert row is not None
+            return TableContent(
+                rows=int(row[0]),
+                newest=_iso(row[1]),
+                newest_column=table.newest_row_column,
+                content=None if skipped else str(row[2]),
+                content_skipped=skipped,
+                size_bytes=table.size_bytes,
+                seconds=round(time.monotonic() - started, 4),
+            )
+
+        return read
+
+    results = parallel_reads(target, [reader(t) for t in ordered], jobs=jobs, snapshot=snapshot)
+    return {t.name: r for t, r in sorted(zip(ordered, results, strict=True), key=lambda pair: pair[0].name)}

@@ -1,0 +1,369 @@
+"""What ``pg_dump`` leaves out: the database's own properties (owner, ACL, ``ALTER DATABASE … SET``
+settings, comment) and the roles the database uses (owners, grantees, policy roles and the roles
+they are members of).
+
+Both are read at backup time. The properties go into the manifest and are re-applied to a restored
+database (both options). The roles are written to ``<backup>.roles.json`` next to the dump (mode 0600:
+it holds password hashes when the backup user may read ``pg_authid``) and the missing ones are created
+before a restore, with SQL built from typed values (never by running text from the file); the manifest
+and reports only ever see role names and attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from drlib.exceptions import BackupCorrupt
+from drlib.postgres.catalog import SYSTEM_SCHEMA_FILTER
+from drlib.secrets import register_secret
+
+ROLES_SUFFIX = ".roles.json"
+
+
+DATABASE_PRIVILEGES = ("CREATE", "CONNECT", "TEMPORARY")
+
+
+@dataclass(frozen=True)
+class DatabaseProperties:
+    """A database's own properties, as a restore must put them back."""
+
+    owner: str
+    #: privileges as (grantee or "PUBLIC", privilege, grantable), from the ACL (default ACL expanded)
+    grants: list[tuple[str, str, bool]]
+    #: ``ALTER DATABASE … SET`` settings, as ``name=value``
+    settings: list[str]
+    #: ``ALTER ROLE … IN DATABASE … SET`` settings: role -> ``name=value`` list
+    role_settings: dict[str, list[str]]
+    comment: str | None
+    connection_limit: int
+    encoding: str
+    collate: str
+    ctype: str
+
+    def described(self) -> dict[str, str]:
+        """One comparable line per property (what verify compares and reports show)."""
+        grants = sorted(f"{g} {p}{' WITH GRANT OPTION' if w else ''}" for g, p, w in self.grants)
+        return {
+            "owner": self.owner,
+            "privileges": "; ".join(grants),
+            "settings": ", ".join(sorted(self.settings)) or "none",
+            "role settings": "; ".join(f"{r}: {', '.join(s)}" for r, s in sorted(self.role_settings.items())) or "none",
+            "comment": self.comment if self.comment is not None else "none",
+            "connection limit": str(self.connection_limit),
+            "encoding": self.encoding,
+            "collation": f"{self.collate} / {self.ctype}",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "grants": [list(g) for g in self.grants],
+            "settings": self.settings,
+            "role_settings": self.role_settings,
+            "comment": self.comment,
+            "connection_limit": self.connection_limit,
+            "encoding": self.encoding,
+            "collate": self.collate,
+            "ctype": self.ctype,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatabaseProperties:
+        values = dict(data)
+        values["grants"] = [(str(g), str(p), bool(w)) for g, p, w in values["grants"]]
+        unknown = [p for _, p, _ in values["grants"] if p not in DATABASE_PRIVILEGES]
+        if unknown:
+            raise ValueError(f"unknown database privilege {unknown[0]!r}")
+        return cls(**values)
+
+
+def read_database_properties(conn: psycopg.Connection) -> DatabaseProperties:
+    """The properties of the database ``conn`` is connected to."""
+    row = conn.execute(
+        """
+        SELECT pg_get_userbyid(d.datdba),
+               ARRAY(SELECT ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                                  a.privilege_type, a.is_grantable::text]
+                       FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a ORDER BY 1),
+               coalesce((SELECT s.setconfig FROM pg_db_role_setting s
+                          WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}'),
+               ARRAY(SELECT ARRAY[pg_get_userbyid(s.setrole), array_to_string(s.setconfig, chr(10))]
+                       FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0 ORDER BY 1),
+               shobj_description(d.oid, 'pg_database'), d.datconnlimit,
+               pg_encoding_to_char(d.encoding), d.datcollate, d.datctype
+          FROM pg_database d WHERE d.datname = current_database()
+        """
+    ).fetchone()
+    assert row is not None
+    owner, grants, settings, role_settings, comment, limit, encoding, collate, ctype = row
+    return DatabaseProperties(
+        owner=owner,
+        grants=[(g, p, w == "true") for g, p, w in grants],
+        settings=sorted(settings),
+        role_settings={role: text.split("\n") for role, text in role_settings},
+        comment=comment,
+        connection_limit=int(limit),
+        encoding=encoding,
+        collate=collate,
+        ctype=ctype,
+    )
+
+
+def database_properties_sql(props: DatabaseProperties) -> str:
+    """SQL that gives the current database ``props`` (owner, privileges, settings, comment, limit).
+
+    Run while connected to the database being restored; it names it by ``current_database()``, so it
+    works under a temporary name too."""
+    statements = [
+        "DO $drlib$ DECLARE db text := current_database(); r record; BEGIN",
+        f"  EXECUTE format('ALTER DATABASE %I OWNER TO %I', db, {_lit(props.owner)});",
+        "  FOR r IN SELECT DISTINCT a.grantee FROM pg_database d,"
+        " aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a WHERE d.datname = db LOOP",
+        "    EXECUTE format('REVOKE ALL ON DATABASE %I FROM %s', db,"
+        " CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);",
+        "  END LOOP;",
+    ]
+    for grantee, privilege, grantable in props.grants:
+        who = "'PUBLIC'" if grantee == "PUBLIC" else f"quote_ident({_lit(grantee)})"
+        option = " WITH GRANT OPTION" if grantable else ""
+        statements.append(f"  EXECUTE format('GRANT {privilege} ON DATABASE %I TO %s{option}', db, {who});")
+    statements += [
+        "  EXECUTE format('ALTER DATABASE %I RESET ALL', db);",
+        "  FOR r IN SELECT pg_get_userbyid(s.setrole) AS role FROM pg_db_role_setting s JOIN pg_database d"
+        " ON d.oid = s.setdatabase WHERE d.datname = db AND s.setrole <> 0 LOOP",
+        "    EXECUTE format('ALTER ROLE %I IN DATABASE %I RESET ALL', r.role, db);",
+        "  END LOOP;",
+    ]
+    for setting in props.settings:
+        name, _, value = setting.partition("=")
+        statements.append(f"  EXECUTE format('ALTER DATABASE %I SET %I = %L', db, {_lit(name)}, {_lit(value)});")
+    for role, settings in props.role_settings.items():
+        for setting in settings:
+            name, _, value = setting.partition("=")
+            statements.append(
+                f"  EXECUTE format('ALTER ROLE %I IN DATABASE %I SET %I = %L', {_lit(role)}, db, "
+                f"{_lit(name)}, {_lit(value)});"
+            )
+    if props.comment is None:
+        statements.append("  EXECUTE format('COMMENT ON DATABASE %I IS NULL', db);")
+    else:
+        statements.append(f"  EXECUTE format('COMMENT ON DATABASE %I IS %L', db, {_lit(props.comment)});")
+    statements.append(f"  EXECUTE format('ALTER DATABASE %I WITH CONNECTION LIMIT {int(props.connection_limit)}', db);")
+    statements.append("END $drlib$;")
+    return "\n".join(statements) + "\n"
+
+
+def _lit(value: str) -> str:
+    """A SQL string literal (for the generated DO block)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+# -- roles -------------------------------------------------------------------------------------
+
+_ROLE_COLUMNS = """r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin,
+       r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil,
+       ARRAY(SELECT pg_get_userbyid(m.roleid) FROM pg_auth_members m WHERE m.member = r.oid ORDER BY 1)"""
+_USED_ROLES = f"""
+WITH RECURSIVE used(oid) AS (
+    SELECT d.datdba FROM pg_database d WHERE d.datname = current_database()
+    UNION SELECT a.grantee FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database()
+    UNION SELECT s.setrole FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+           WHERE d.datname = current_database()
+    UNION SELECT n.nspowner FROM pg_namespace n WHERE {SYSTEM_SCHEMA_FILTER}
+    UNION SELECT a.grantee FROM pg_namespace n, aclexplode(n.nspacl) a WHERE {SYSTEM_SCHEMA_FILTER}
+    UNION SELECT c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {SYSTEM_SCHEMA_FILTER}
+    UNION SELECT a.grantee FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
+           WHERE {SYSTEM_SCHEMA_FILTER}
+    UNION SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {SYSTEM_SCHEMA_FILTER}
+    UNION SELECT a.grantee FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) a
+           WHERE {SYSTEM_SCHEMA_FILTER}
+    UNION SELECT t.typowner FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {SYSTEM_SCHEMA_FILTER}
+    UNION SELECT unnest(pol.polroles) FROM pg_policy pol
+    UNION SELECT da.defaclrole FROM pg_default_acl da
+    UNION SELECT a.grantee FROM pg_default_acl da, aclexplode(da.defaclacl) a
+    UNION SELECT m.roleid FROM pg_auth_members m JOIN used u ON u.oid = m.member
+)
+SELECT {_ROLE_COLUMNS}
+  FROM pg_roles r WHERE r.oid IN (SELECT oid FROM used WHERE oid <> 0) AND r.rolname NOT LIKE 'pg\\_%'
+ ORDER BY r.rolname
+"""
+
+
+#: role attributes, in the order CREATE ROLE takes them
+ROLE_FLAGS = ("SUPERUSER", "INHERIT", "CREATEROLE", "CREATEDB", "LOGIN", "REPLICATION", "BYPASSRLS")
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role as a restore re-creates it (the password hash lives only in the roles file)."""
+
+    name: str
+    flags: dict[str, bool]
+    connection_limit: int = -1
+    valid_until: str | None = None
+    member_of: tuple[str, ...] = ()
+    password_hash: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def attributes(self) -> str:
+        words = [flag if self.flags.get(flag) else f"NO{flag}" for flag in ROLE_FLAGS]
+        words.append(f"CONNECTION LIMIT {self.connection_limit}")
+        if self.valid_until:
+            words.append(f"VALID UNTIL {self.valid_until}")
+        return " ".join(words)
+
+    def described(self) -> str:
+        member = f"; member of {', '.join(self.member_of)}" if self.member_of else ""
+        return self.attributes + member
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "flags": self.flags,
+            "connection_limit": self.connection_limit,
+            "valid_until": self.valid_until,
+            "member_of": list(self.member_of),
+            "password_hash": self.password_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Role:
+        """A role from the roles file; anything but the expected types is refused (the file is input)."""
+        flags = data["flags"]
+        if not isinstance(data["name"], str) or not isinstance(flags, dict):
+            raise ValueError("a role needs a name and flags")
+        if set(flags) - set(ROLE_FLAGS) or not all(isinstance(v, bool) for v in flags.values()):
+            raise ValueError(f"role {data['name']!r} has unknown flags")
+        limit, until, password = data["connection_limit"], data["valid_until"], data["password_hash"]
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise ValueError(f"role {data['name']!r}: connection_limit is not a number")
+        if not isinstance(until, str | None) or not isinstance(password, str | None):
+            raise ValueError(f"role {data['name']!r}: valid_until and password_hash must be text")
+        members = data["member_of"]
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ValueError(f"role {data['name']!r}: member_of must be a list of names")
+        if password:
+            register_secret(password)
+        return cls(data["name"], dict(flags), limit, until, tuple(members), password)
+
+
+_FLAG_COLUMNS = (
+    "rolsuper",
+    "rolinherit",
+    "rolcreaterole",
+    "rolcreatedb",
+    "rolcanlogin",
+    "rolreplication",
+    "rolbypassrls",
+)
+
+
+def _role(row: tuple[Any, ...], hashes: dict[str, str]) -> Role:
+    name, *flag_values, limit, until, member = row
+    secret = hashes.get(name)
+    if secret:
+        register_secret(secret)
+    return Role(
+        name=name,
+        flags=dict(zip(ROLE_FLAGS, (bool(v) for v in flag_values), strict=True)),
+        connection_limit=int(limit),
+        valid_until=until.isoformat() if until is not None else None,
+        member_of=tuple(member),
+        password_hash=secret,
+    )
+
+
+def describe_roles(conn: psycopg.Connection, names: list[str]) -> list[Role]:
+    """The live roles among ``names`` (no password hashes)."""
+    rows = conn.execute(f"SELECT {_ROLE_COLUMNS} FROM pg_roles r WHERE r.rolname = ANY(%s)", (names,)).fetchall()
+    return [_role(row, {}) for row in rows]
+
+
+def read_roles(conn: psycopg.Connection) -> list[Role]:
+    """The roles the current database uses, with password hashes when ``pg_authid`` is readable."""
+    hashes: dict[str, str] = {}
+    readable = conn.execute("SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')").fetchone()
+    if readable and readable[0]:
+        rows = conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolpassword IS NOT NULL")
+        hashes = {name: secret for name, secret in rows}
+    return [_role(row, hashes) for row in conn.execute(_USED_ROLES)]
+
+
+def create_missing_roles(conn: psycopg.Connection, roles: list[Role]) -> list[str]:
+    """Create each role that does not exist yet, then the memberships between them; existing roles
+    are left as they are. Returns the names created."""
+    existing = {
+        r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", ([r.name for r in roles],))
+    }
+    created = []
+    for role in roles:
+        if role.name in existing:
+            continue
+        words = [flag if role.flags.get(flag) else f"NO{flag}" for flag in ROLE_FLAGS]
+        statement = sql.SQL("CREATE ROLE {} WITH {} CONNECTION LIMIT {}").format(
+            sql.Identifier(role.name), sql.SQL(" ".join(words)), sql.Literal(int(role.connection_limit))
+        )
+        if role.valid_until:
+            statement += sql.SQL(" VALID UNTIL {}").format(sql.Literal(role.valid_until))
+        if role.password_hash:
+            statement += sql.SQL(" PASSWORD {}").format(sql.Literal(role.password_hash))
+        conn.execute(statement)
+        created.append(role.name)
+    for role in roles:
+        for parent in role.member_of:
+            member = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (role.name, parent)).fetchone()
+            if member and not member[0]:
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(parent), sql.Identifier(role.name)))
+    return created
+
+
+def write_roles_file(path: Path, roles: list[Role]) -> str:
+    """Write the roles (with password hashes) as JSON, mode 0600, atomically; return the text."""
+    text = json.dumps({"roles": [role.to_dict() for role in roles]}, indent=2, sort_keys=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return text
+
+
+def read_roles_file(path: Path) -> list[Role]:
+    """The roles of a backup (password hashes registered as secrets: never printed)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [Role.from_dict(item) for item in data["roles"]]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise BackupCorrupt(
+            f"the roles file {path} is unreadable ({type(exc).__name__}: {exc}): pick another backup, or "
+            "restore without roles (restore_roles=False) and create them by hand"
+        ) from exc
+
+
+def backup_globals(backup_path: Path, manifest: Any) -> tuple[list[Role], DatabaseProperties | None]:
+    """The roles and database properties a backup carries (none for backups taken before drlib kept them)."""
+    roles: list[Role] = []
+    if manifest is not None and manifest.roles_file and backup_path.with_name(manifest.roles_file).is_file():
+        roles = read_roles_file(backup_path.with_name(manifest.roles_file))
+    props = None
+    if manifest is not None and manifest.database_properties:
+        try:
+            props = DatabaseProperties.from_dict(manifest.database_properties)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackupCorrupt(
+                f"the database properties in the manifest of {backup_path.name} are unreadable ({exc}): "
+                "pick another backup"
+            ) from exc
+    return roles, props
+
+
+def apply_database_properties(conn: psycopg.Connection, props: DatabaseProperties) -> None:
+    """Give the database ``conn`` is connected to the backup's owner, privileges, settings and comment."""
+    conn.execute(database_properties_sql(props).encode())
