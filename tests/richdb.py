@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import sql
@@ -141,8 +141,9 @@ def create_rich_database(server: PgTarget, *, name: str | None = None) -> RichDa
     """Create the rich database (and its roles) on ``server``'s cluster."""
     token = secrets.token_hex(3)
     name = name or f"rich_{token}"
+    settings = replace(server.settings, name=name, check_set=None)  # not Content Crew: discovery only
     rich = RichDatabase(
-        target=server.with_database(name),
+        target=PgTarget(settings=settings, password=server.password),
         owner=f"rich_owner_{token}",
         reader=f"Rich Reader {token}",
         writer=f"rich_writer_{token}",
@@ -173,7 +174,8 @@ def schema_dump(target: PgTarget) -> str:
     """``pg_dump --schema-only`` of ``target`` (the test's oracle for object-by-object equality)."""
     argv = [pg_program("pg_dump"), "--schema-only", "--no-comments", target.name]
     done = subprocess.run(argv, env=target.tool_env(), capture_output=True, text=True, check=True)
-    return "\n".join(line for line in done.stdout.splitlines() if not line.startswith("-- Dumped"))
+    noise = ("-- Dumped", "\\restrict", "\\unrestrict")  # versions, and pg_dump's random per-run key
+    return "\n".join(line for line in done.stdout.splitlines() if not line.startswith(noise))
 
 
 def table_rows(target: PgTarget) -> dict[str, list[str]]:

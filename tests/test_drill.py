@@ -61,11 +61,13 @@ def newest(folders: set[Path]) -> Path:
 
 
 def drill_processes() -> list[int]:
-    """Processes of any drill of this test run (they carry the drill marker): never another user's."""
+    """Processes of any drill of this test run (they carry the drill marker and this run's DRLIB_HOME):
+    never another user's, nor another checkout's test run on the same machine."""
     found = []
     for process in psutil.process_iter():
         try:
-            if RUN_MARKER in process.environ():
+            environ = process.environ()
+            if RUN_MARKER in environ and environ.get("DRLIB_HOME") == os.environ.get("DRLIB_HOME"):
                 found.append(process.pid)
         except (psutil.Error, OSError):
             continue
@@ -472,6 +474,6 @@ def test_verify_restore_runs_on_its_own_and_a_plan_runs_its_scenarios(healthy_sa
     results = json.loads((newest(report_folders() - before) / "results.json").read_text())
     assert results["rto_seconds"] is None and results["fault"].startswith("none")
     names = {c["name"] for c in results["checks"]}
-    assert {"row_count:users", "checksums", "storage_keys_exist", "health", "log_errors"} <= names
+    assert {"row_count:public.users", "checksums", "storage_keys_exist", "health", "log_errors"} <= names
     listing = CliRunner().invoke(main, ["drill", "list"]).output
     assert "plan quarterly: postgres_database_loss, storage_loss, redis_loss, full_system_loss" in listing

@@ -15,6 +15,7 @@ objects the backup did not have are warnings.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from drlib.postgres.fingerprint import compare, read_schema, read_sequence_value
 from drlib.postgres.globals import DatabaseProperties, describe_roles, read_database_properties
 from drlib.postgres.manifest import BackupManifest, TableStats
 from drlib.secrets import redact
+from drlib.units import format_bytes
 
 #: full: everything; schema: no table scans (rows and content were verified before, e.g. on the copy)
 Depth = Literal["full", "schema"]
@@ -109,9 +111,13 @@ def _run_checks(
         results.extend(_schema_checks(conn, settings, manifest, exact=exact))
         results.append(_foreign_keys_check(manifest, live_fks))
     if depth == "full":
-        contents = read_contents(target, tables, settings, jobs=jobs, content=exact and manifest is not None)
+        compare_content = exact and manifest is not None
+        started = time.monotonic()
+        contents = read_contents(target, tables, settings, jobs=jobs, content=compare_content)
         if manifest is not None:
             results.extend(_table_checks(manifest, contents, exact=exact))
+        if compare_content:
+            results.append(_content_cost(contents, seconds=time.monotonic() - started, jobs=jobs))
         results.extend(_orphan_checks(target, settings, _all_foreign_keys(manifest, live_fks), jobs=jobs))
 
 
@@ -150,6 +156,20 @@ def _table_checks(manifest: BackupManifest, contents: dict[str, TableContent], *
             results.append(_content(table, expected, observed))
         results.append(_newest_row(table, expected, observed, exact=exact))
     return results
+
+
+def _content_cost(contents: dict[str, TableContent], *, seconds: float, jobs: int) -> CheckResult:
+    """What reading every table cost (rows, newest rows and content fingerprints in one pass)."""
+    done = [c for c in contents.values() if c.content is not None]
+    size = sum(c.size_bytes for c in done)
+    skipped = len(contents) - len(done)
+    return check(
+        "content_fingerprint",
+        True,
+        expected="every table up to content_fingerprint_limit",
+        observed=f"{len(done)} tables, {format_bytes(size)} in {seconds:.1f}s on {jobs} connections",
+        detail=f"{skipped} table(s) over the limit not fingerprinted" if skipped else "",
+    )
 
 
 def _row_count(table: str, expected: TableStats, observed: TableContent | None, *, exact: bool) -> CheckResult:

@@ -41,6 +41,12 @@ class VerifyRestore(Runbook):
         Param("backup", str, "latest", "database backup to compare with ('latest' before failure_time, or a name)"),
         Param("storage_backup", str, "latest", "storage backup to compare with ('latest', a name, or 'none')"),
         Param("storage_kind", str, "local", "the live storage to verify", choices=("local", "s3")),
+        Param(
+            "exact",
+            bool,
+            False,
+            "True right after a restore (nothing written since): rows, newest rows and content equal the backup's",
+        ),
         Param("since", str, "", "scan application logs from this time (ISO 8601 UTC); empty: failure_time"),
     )
 
@@ -52,11 +58,13 @@ class VerifyRestore(Runbook):
     @step(
         "database_verification",
         title="Database verification",
-        what="""`SELECT version()`, the expected tables, row counts (at least the backup's: the application may
-        have written since), foreign keys (`pg_constraint`), orphaned rows (`content_jobs → users`), and the
-        newest `created_at`.""",
-        why="""A database that answers can still have lost tables, keys or rows; this is the evidence that the
-        restore brought back what the backup held.""",
+        what="""`SELECT version()`, the tables discovered in every schema (and the profile's expected ones),
+        the schema object by object against the backup's fingerprint, sequences, the database's owner,
+        privileges, settings and comment, its roles, row counts and newest rows (at least the backup's: the
+        application may have written since; with `exact = True`, equal, and every row's content checksum
+        too), foreign keys and orphaned rows for every key.""",
+        why="""A database that answers can still have lost objects, privileges or rows; this is the evidence
+        that the restore brought back what the backup held.""",
         if_fails="""The failed checks name the table or constraint. Keep the incident open; restore the
         database again (PostgreSQL database loss notebook) from the same or an earlier backup.""",
         roll_back="Nothing to roll back: this step only reads.",
@@ -68,7 +76,7 @@ class VerifyRestore(Runbook):
             manifest = chosen.manifest
         except BackupNotFound:
             chosen, manifest = None, None
-        checks = verify_database(target=self.target, manifest=manifest, exact=False)
+        checks = verify_database(target=self.target, manifest=manifest, exact=self.values["exact"])
         return Outcome(
             "Database verification", facts={"compared with": chosen.name if chosen else "no backup"}, checks=checks
         )
