@@ -247,6 +247,7 @@ def backup_create(environment: str | None, fmt: str, jobs: int) -> None:
     from drlib.config import load_profile
     from drlib.postgres.backup import backup_database
     from drlib.postgres.connection import PgTarget
+    from drlib.postgres.manifest import backup_summary
 
     profile = load_profile(environment)
     made = backup_database(
@@ -257,6 +258,8 @@ def backup_create(environment: str | None, fmt: str, jobs: int) -> None:
         jobs=jobs,
     )
     click.echo(f"{made.path} ({made.size_bytes} bytes, taken {made.created_at.isoformat(timespec='seconds')})")
+    if made.manifest is not None:
+        click.echo(backup_summary(made.manifest))
 
 
 @backup.command("list")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from click.testing import CliRunner
 
 from drlib.cli import main
+from drlib.config import load_profile
+from drlib.postgres.catalogue import list_backups
+from drlib.postgres.connection import PgTarget
+from tests.richdb import create_rich_database, drop_rich_database
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -41,3 +48,49 @@ def test_redis_backup_commands(healthy_sandbox) -> None:  # type: ignore[no-unty
     assert code == 0 and "redis_" in out
     code, out = run("redis", "verify")
     assert code == 0 and "redis_check_rdb" in out
+
+
+def test_a_profile_with_connection_settings_only_is_refused_with_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "drlib.toml"
+    config.write_text('[profiles.mine.database]\nhost = "db.internal"\nport = 5433\n')
+    monkeypatch.setenv("DRLIB_CONFIG", str(config))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    code, out = run("backup", "create", "--env", "mine")
+    assert code == 3
+    assert out.startswith("error [config]: profile 'mine', database.name is required") and "Traceback" not in out
+
+
+def test_backup_create_on_any_database_discovers_every_schema(
+    healthy_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    server = PgTarget.from_profile(load_profile("sandbox"))
+    rich = create_rich_database(server)
+    try:
+        sandbox_db = load_profile("sandbox").database
+        config = tmp_path / "drlib.toml"
+        config.write_text(
+            f"""[profiles.chinook]
+secrets_file = "{load_profile("sandbox").secrets_file}"
+[profiles.chinook.database]
+host = "{sandbox_db.host}"
+port = {sandbox_db.port}
+user = "{sandbox_db.user}"
+name = "{rich.target.name}"
+password_secret = "{sandbox_db.password_secret}"
+[profiles.chinook.backups]
+postgres_dir = "{tmp_path / "backups"}"
+"""
+        )
+        monkeypatch.setenv("DRLIB_CONFIG", str(config))
+        code, out = run("backup", "create", "--env", "chinook")
+        assert code == 0, out
+        assert f"{rich.target.name}_" in out  # named after the database, not Content Crew
+        assert "9 tables" in out and "fingerprints: schema" in out
+        made = list_backups(tmp_path / "backups", prefix=rich.target.name)[-1]
+        assert made.manifest is not None and "sales.invoice_2026" in made.manifest.tables
+        code, out = run("backup", "verify", "--env", "chinook")
+        assert code == 0 and "roles_file_checksum" in out
+    finally:
+        drop_rich_database(rich)

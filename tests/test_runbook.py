@@ -64,7 +64,7 @@ def test_option_b_never_swaps_in_a_copy_that_fails_verification(backup: Backup, 
     shutil.copy2(backup.path, tampered)
     manifest = json.loads(manifest_path(backup.path).read_text())
     manifest["file"] = tampered.name
-    manifest["tables"]["users"]["rows"] += 1  # the copy will hold one user fewer than promised
+    manifest["tables"]["public.users"]["rows"] += 1  # the copy will hold one user fewer than promised
     manifest_path(tampered).write_text(json.dumps(manifest))
     before = counts(target)
     runbook = PostgresDatabaseLoss(profile="sandbox", confirm=True, backup=tampered.name, option="B")
@@ -88,7 +88,7 @@ def test_a_failed_restore_says_the_application_was_left_stopped_and_how_to_start
     shutil.copy2(backup.path, tampered)
     manifest = json.loads(manifest_path(backup.path).read_text())
     manifest["file"] = tampered.name
-    manifest["tables"]["users"]["rows"] += 1
+    manifest["tables"]["public.users"]["rows"] += 1
     manifest_path(tampered).write_text(json.dumps(manifest))
     evidence = tmp_path / "e.json"
     runbook = PostgresDatabaseLoss(
@@ -108,3 +108,16 @@ def test_a_failed_restore_says_the_application_was_left_stopped_and_how_to_start
         tampered.unlink()
         manifest_path(tampered).unlink()
         healthy_sandbox.up()
+
+
+def test_option_b_reads_every_row_once_and_says_so_when_told_not_to(backup: Backup, healthy_sandbox) -> None:  # type: ignore[no-untyped-def]
+    for verify_rows in (True, False):
+        runbook = PostgresDatabaseLoss(profile="sandbox", confirm=True, backup=backup.name, verify_rows=verify_rows)
+        runbook.pre_restore_checklist()
+        copy = {c.name: c.status for c in runbook.restore_database().checks}
+        step4 = {c.name: c.status for c in runbook.verify_restore().checks}
+        assert ("restored_copy:content:public.users" in copy) is verify_rows  # rows read on the copy…
+        assert "content:public.users" not in step4  # …and not again after the swap
+        assert step4["schema:table"] == "pass" and step4["database_properties"] == "pass"
+        assert ("rows_verified" in step4) is not verify_rows
+        runbook.restart_application()

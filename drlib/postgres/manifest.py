@@ -108,3 +108,17 @@ def dump_checksums(path: Path) -> tuple[str, dict[str, str], int]:
         overall = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in files.items()).encode()).hexdigest()
         return overall, files, size
     return sha256_file(path), {}, path.stat().st_size
+
+
+def backup_summary(manifest: BackupManifest) -> str:
+    """What a backup holds and what its fingerprints cost, in two lines for the terminal."""
+    objects = sum(len(objects) for objects in manifest.schema.values())
+    fingerprinted = sum(1 for t in manifest.tables.values() if t.content is not None)
+    skipped = len(manifest.tables) - fingerprinted
+    cost = manifest.fingerprint_seconds
+    return (
+        f"  {len(manifest.tables)} tables, {sum(t.rows for t in manifest.tables.values())} rows, "
+        f"{objects} schema objects, {len(manifest.roles)} roles\n"
+        f"  fingerprints: schema {cost.get('schema', 0):.2f}s, content of {fingerprinted} tables "
+        f"{cost.get('content', 0):.2f}s" + (f" ({skipped} over content_fingerprint_limit)" if skipped else "")
+    )

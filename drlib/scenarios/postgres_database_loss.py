@@ -58,6 +58,13 @@ class PostgresDatabaseLoss(Runbook):
         Param("jobs", int, 4, "parallel pg_restore jobs (-j)", minimum=1, maximum=MAX_RESTORE_JOBS),
         Param("require_manifest", bool, True, "refuse backups without a drlib manifest (checksum)"),
         Param("drop_old_database", bool, False, "Option B: drop the replaced database after the swap"),
+        Param(
+            "verify_rows",
+            bool,
+            True,
+            "read every row after the restore (row counts, content checksums, newest rows, orphans); "
+            "False checks the catalogue only: faster, run `drlib verify database -p exact true` later",
+        ),
         Param("health_timeout", int, 60, "seconds to wait for the application to become healthy", minimum=1),
     )
 
@@ -212,7 +219,10 @@ class PostgresDatabaseLoss(Runbook):
         if isinstance(restored, RestorePlan):
             return restored
         copy_checks = verify_database(
-            target=self.target.with_database(restored.database), manifest=verified.manifest, jobs=jobs
+            target=self.target.with_database(restored.database),
+            manifest=verified.manifest,
+            jobs=jobs,
+            depth="full" if self.values["verify_rows"] else "schema",
         )
         copy_checks = Checks(
             check(
@@ -271,10 +281,23 @@ class PostgresDatabaseLoss(Runbook):
     )
     def verify_restore(self) -> Outcome:
         verified = self._require_verified()
-        depth: Depth = "schema" if self.copy_verified else "full"
+        rows = self.values["verify_rows"] and not self.copy_verified
+        depth: Depth = "full" if rows else "schema"
         checks = list(
             verify_database(target=self.target, manifest=verified.manifest, depth=depth, jobs=self.values["jobs"])
         )
+        if not self.values["verify_rows"]:
+            checks.append(
+                check(
+                    "rows_verified",
+                    False,
+                    expected="every row read",
+                    observed="not asked for (verify_rows = False)",
+                    detail="only the catalogue was compared: run `drlib verify database -p exact true` before "
+                    "the application writes",
+                    warn_only=True,
+                )
+            )
         checks.append(self.rpo("postgres", verified.backup.created_at))
         return Outcome("Verify restore", checks=Checks(checks))
 
