@@ -94,3 +94,16 @@ postgres_dir = "{tmp_path / "backups"}"
         assert code == 0 and "roles_file_checksum" in out
     finally:
         drop_rich_database(rich)
+
+
+def test_a_wrong_password_in_database_url_is_named_as_such(
+    healthy_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    db = load_profile("sandbox").database
+    config = tmp_path / "drlib.toml"
+    config.write_text(f'[profiles.byurl.backups]\npostgres_dir = "{tmp_path}"\n')
+    monkeypatch.setenv("DRLIB_CONFIG", str(config))
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://{db.user}:wrong-pw-123@{db.host}:{db.port}/{db.name}")
+    code, out = run("backup", "create", "--env", "byurl")
+    assert code == 3 and "error [credentials]" in out
+    assert "Check the password in DATABASE_URL." in out and "wrong-pw-123" not in out

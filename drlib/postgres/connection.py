@@ -31,6 +31,8 @@ class PgTarget:
 
     settings: DatabaseSettings
     password: str | None = field(repr=False)
+    #: where the password came from, for error messages (never the value)
+    password_source: str = ""
 
     @classmethod
     def from_profile(cls, profile: Profile, *, database: str | None = None) -> PgTarget:
@@ -39,10 +41,12 @@ class PgTarget:
             settings = replace(settings, name=database)
         password = profile.database_password()
         register_secret(password)
-        return cls(settings=settings, password=password)
+        from_url = profile.url_secrets.get(settings.password_secret) is not None
+        source = "the password in DATABASE_URL" if from_url else ""
+        return cls(settings=settings, password=password, password_source=source)
 
     def with_database(self, name: str) -> PgTarget:
-        return PgTarget(settings=replace(self.settings, name=name), password=self.password)
+        return replace(self, settings=replace(self.settings, name=name))
 
     @property
     def name(self) -> str:
@@ -96,8 +100,12 @@ def connection_error(exc: BaseException, target: PgTarget) -> DrlibError:
     address = target.settings.address
     if any(marker in str(exc) for marker in _AUTH_MARKERS):
         return CredentialsRejected(
-            f"PostgreSQL at {address} rejected the credentials ({reason}). Check the secret "
-            f"{target.settings.password_secret} in the environment or the profile's secrets file."
+            f"PostgreSQL at {address} rejected the credentials ({reason}). Check "
+            + (
+                target.password_source
+                or f"the secret {target.settings.password_secret} in the environment or the profile's secrets file"
+            )
+            + "."
         )
     if "does not exist" in str(exc) and "database" in str(exc):
         return ConnectionFailed(f"database {target.name!r} does not exist on {address}: {reason}")
