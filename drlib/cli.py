@@ -319,12 +319,11 @@ def storage_backup(environment: str | None, form: str, compression: str, push: b
     from drlib.storage.backup import archive_local, copy_full, push_to_bucket, snapshot_bucket
 
     profile = load_profile(environment)
-    root, backups = Path(profile.storage.path), profile.backups.storage_dir
+    settings = profile.require_storage()
+    root, backups = Path(settings.path), profile.backups.storage_dir
     if form == "s3":
-        live = S3Storage(s3_client(profile), profile.storage.bucket, endpoint=profile.storage.endpoint_url)
-        made = snapshot_bucket(
-            live=live, backups_bucket=profile.storage.backups_bucket, prefix=profile.backups.s3_prefix
-        )
+        live = S3Storage(s3_client(profile), settings.bucket, endpoint=settings.endpoint_url)
+        made = snapshot_bucket(live=live, backups_bucket=settings.backups_bucket, prefix=profile.backups.s3_prefix)
     elif form == "full":
         made = copy_full(root=root, backup_dir=backups)
     else:
@@ -334,7 +333,7 @@ def storage_backup(environment: str | None, form: str, compression: str, push: b
     if push and form != "s3":
         click.echo(
             push_to_bucket(
-                made, client=s3_client(profile), bucket=profile.storage.backups_bucket, prefix=profile.backups.s3_prefix
+                made, client=s3_client(profile), bucket=settings.backups_bucket, prefix=profile.backups.s3_prefix
             )
         )
 
@@ -350,7 +349,9 @@ def storage_list(environment: str | None, include_s3: bool) -> None:
     from drlib.storage.catalogue import list_storage_backups, storage_catalogue_table
 
     profile = load_profile(environment)
-    s3 = (s3_client(profile), profile.storage.backups_bucket, profile.backups.s3_prefix) if include_s3 else None
+    s3 = None
+    if include_s3:
+        s3 = (s3_client(profile), profile.require_storage().backups_bucket, profile.backups.s3_prefix)
     table = storage_catalogue_table(list_storage_backups(backup_dir=profile.backups.storage_dir, s3=s3))
     click.echo(table.to_string(index=False) if len(table) else "no storage backups")
 

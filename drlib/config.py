@@ -8,6 +8,11 @@ written by ``drlib sandbox up``. Secrets never live in a profile file: only the 
 the environment variables (or secrets-file keys) that hold them. A password given inside
 ``DATABASE_URL``/``REDIS_URL`` is kept in memory on the loaded profile, never in ``os.environ``.
 
+The database is the one component every profile has. The application, Redis and file storage
+are optional: a profile has ``app``/``redis``/``storage`` only when some layer sets that section
+(the built-in profiles set all three; ``API_URL``, ``REDIS_URL`` and ``S3_ENDPOINT_URL`` set
+theirs), and steps that need a missing one report "not configured" instead of failing.
+
 Each profile is validated by pydantic (types, ranges, choices, unknown keys); every problem
 is reported at once in one :class:`~drlib.exceptions.ConfigError` naming file, profile and key.
 """
@@ -22,7 +27,7 @@ import tomllib
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -40,7 +45,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
 
 from drlib.config_env import UrlOverrides, env_overrides
-from drlib.exceptions import ConfigError, SandboxError, SecretMissing
+from drlib.exceptions import ConfigError, NotConfigured, SandboxError, SecretMissing
 from drlib.secrets import SecretValues, lookup_secret
 
 CONFIG_FILE_NAME = "drlib.toml"
@@ -138,6 +143,10 @@ Duration = Annotated[
     ),
 ]
 Controller = Literal["sandbox", "compose", "systemd", "shell"]
+#: the components a profile may leave out (a database-only profile has none of them)
+Component = Literal["app", "redis", "storage"]
+#: each optional component, and the environment variable that configures it
+OPTIONAL: dict[Component, str] = {"app": "API_URL", "redis": "REDIS_URL", "storage": "S3_ENDPOINT_URL"}
 StorageKind = Literal["local", "s3"]
 BackupFormat = Literal["custom", "directory"]
 
@@ -327,9 +336,10 @@ class Profile:
     drill_target: StrictBool = False
     database: DatabaseSettings = DatabaseSettings()
     backups: BackupSettings = BackupSettings()
-    redis: RedisSettings = RedisSettings()
-    storage: StorageSettings = StorageSettings()
-    app: AppSettings = AppSettings()
+    #: optional components: None (not configured) unless a layer sets their section (see OPTIONAL)
+    redis: RedisSettings | None = None
+    storage: StorageSettings | None = None
+    app: AppSettings | None = None
     targets: Targets = Targets()
     secrets_file: ProjectPath | None = None
     #: secrets given inside DATABASE_URL / REDIS_URL (name -> value), kept in memory only
@@ -345,6 +355,36 @@ class Profile:
     def is_sandbox(self) -> bool:
         return self.name == SANDBOX_PROFILE
 
+    @property
+    def content_crew_schema(self) -> bool:
+        """The database is the runbook's Content Crew schema (users, content_jobs, content_artifacts…)."""
+        return self.database.check_set == "content_crew"
+
+    # -- optional components ----------------------------------------------------------------
+    def configured(self, component: Component) -> bool:
+        """Whether the profile has the ``[app]``, ``[redis]`` or ``[storage]`` section."""
+        return getattr(self, component) is not None
+
+    def configure_hint(self, component: Component) -> str:
+        """How to give the profile ``component``."""
+        return f"set {OPTIONAL[component]} or add [profiles.{self.name}.{component}]"
+
+    def not_configured(self, component: Component) -> str:
+        """What a step that needs ``component`` reports when the profile has no section for it."""
+        return f"not configured: the profile has no [{component}] section ({self.configure_hint(component)})"
+
+    def require_app(self) -> AppSettings:
+        """The ``[app]`` section; :class:`NotConfigured` when the profile has none."""
+        return _required(self, "app", self.app)
+
+    def require_redis(self) -> RedisSettings:
+        """The ``[redis]`` section; :class:`NotConfigured` when the profile has none."""
+        return _required(self, "redis", self.redis)
+
+    def require_storage(self) -> StorageSettings:
+        """The ``[storage]`` section; :class:`NotConfigured` when the profile has none."""
+        return _required(self, "storage", self.storage)
+
     def secret(self, name: str, *, required: bool = True) -> str | None:
         """A secret by its variable name: from a connection URL, the environment or the secrets file."""
         value = self.url_secrets.get(name)
@@ -359,11 +399,27 @@ class Profile:
         return self.secret(self.database.password_secret, required=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The profile as JSON-able data (paths as strings); secret values never appear."""
+        """The profile as JSON-able data (paths as strings; a component the profile does not have as
+        its "not configured: …" text); secret values never appear."""
         data = dataclasses.asdict(self)
         data.pop("url_secrets", None)
+        for component in OPTIONAL:
+            if data[component] is None:
+                data[component] = self.not_configured(component)
         jsonable: dict[str, Any] = json.loads(json.dumps(data, default=str))
         return jsonable
+
+
+Section = TypeVar("Section", AppSettings, RedisSettings, StorageSettings)
+
+
+def _required(profile: Profile, component: Component, section: Section | None) -> Section:
+    if section is None:
+        raise NotConfigured(
+            f"profile {profile.name!r} has no [{component}] section: {profile.configure_hint(component)}",
+            detail=profile.not_configured(component),
+        )
+    return section
 
 
 _PROFILE = TypeAdapter(Profile)
@@ -381,6 +437,11 @@ def profile_schema() -> dict[str, Any]:
     profile["required"] = [k for k in profile.get("required", []) if k not in _NOT_FILE_KEYS]
     if not profile["required"]:
         del profile["required"]
+    for component in OPTIONAL:  # TOML has no null: a section is either written or left out
+        entry = profile["properties"][component]
+        entry.pop("default", None)
+        ref = next(item for item in entry.pop("anyOf") if "$ref" in item)
+        entry.update(ref, description=f"optional: without it, steps that need the {component} are 'not configured'")
     defs["Profile"] = profile
     targets = defs["Targets"]["properties"]
     targets["rpo"]["propertyNames"] = {"enum": sorted(RUNBOOK_RPO_SECONDS)}
@@ -502,10 +563,9 @@ def load_profile(name: str | None = None, *, root: Path | None = None) -> Profil
     for _, layer in sources:
         merged = _merge(merged, layer)
     profile = _validate(name, merged, root=root, sources=sources)
-    secrets = {
-        profile.database.password_secret: overrides.database_password,
-        profile.redis.password_secret: overrides.redis_password,
-    }
+    secrets = {profile.database.password_secret: overrides.database_password}
+    if profile.redis is not None:  # REDIS_URL configures the section its password belongs to
+        secrets[profile.redis.password_secret] = overrides.redis_password
     values = {key: value for key, value in secrets.items() if value is not None}
     return dataclasses.replace(profile, url_secrets=SecretValues(values)) if values else profile
 

@@ -197,6 +197,7 @@ def check_target(drill: Drill, name: str, confirm_target: bool) -> Profile | Non
             f"the {drill.scenario.id} drill destroys a whole stack and runs only on the sandbox, not on "
             f"{name!r}; rehearse it there, or run its notebook by hand on a stack built for it"
         )
+    drill.scenario.refuse_unconfigured(profile)  # e.g. redis_loss on a profile without Redis
     return profile
 
 
@@ -323,7 +324,8 @@ def _step_printer(say: Say, prefix: str) -> Callable[[Evidence], None]:
             if item.status == "running":
                 say(f"  ... {prefix}{item.name}")
             else:
-                say(f"  {item.status.upper():<7} {prefix}{item.name} ({item.seconds:.1f} s)")
+                status = item.status.upper().replace("_", " ")
+                say(f"  {status:<7} {prefix}{item.name} ({item.seconds:.1f} s)")
 
     return show
 

@@ -29,6 +29,18 @@ class ConfigError(DrlibError):
     code = "config"
 
 
+class NotConfigured(ConfigError):
+    """The profile has no section for a component (``[app]``, ``[redis]``, ``[storage]``) that is needed.
+
+    ``detail`` is what a runbook step records when it cannot run for this reason ("not configured: …")."""
+
+    code = "not-configured"
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or f"not configured: {self.message}"
+
+
 class ParameterError(ConfigError):
     """A notebook/drill parameter is unknown, mistyped or not allowed."""
 

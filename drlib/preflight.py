@@ -29,7 +29,13 @@ def probe_database(target: PgTarget) -> str:
         return "down: " + exc.message.split(":")[0]
 
 
+#: what a probe says of a component the profile does not have
+NOT_CONFIGURED = "not configured"
+
+
 def probe_redis(profile: Profile) -> str:
+    if profile.redis is None:
+        return NOT_CONFIGURED
     client = redis_client(profile, timeout=2)
     try:
         client.ping()
@@ -41,18 +47,23 @@ def probe_redis(profile: Profile) -> str:
 
 
 def probe_storage(profile: Profile) -> str:
+    if profile.storage is None:
+        return NOT_CONFIGURED
     if profile.storage.kind == "local":
         return "up" if Path(profile.storage.path).is_dir() else "down: storage folder missing"
     return "unknown (s3 probed by the storage runbook)"
 
 
 def probe_api(profile: Profile) -> str:
+    if profile.app is None:
+        return NOT_CONFIGURED
     response = http_request("GET", profile.app.base_url + profile.app.health_path, timeout=3)
     return "up" if response.status == 200 else f"down: {response.status or 'unreachable'}"
 
 
 def failure_scope(profile: Profile, target: PgTarget) -> CheckResult:
-    """Which components are down right now (warns when nothing looks broken)."""
+    """Which components are down right now (warns when nothing looks broken); the ones the profile
+    does not have show as "not configured"."""
     scope = {
         "database": probe_database(target),
         "redis": probe_redis(profile),
@@ -86,7 +97,8 @@ def credentials_and_connectivity(target: PgTarget) -> CheckResult:
 
 def stack_reachable(profile: Profile, *, database: bool = True, redis_server: bool = False) -> list[CheckResult]:
     """A drill's stack answers with the profile's credentials before the drill writes anything: the
-    live database (it must exist: the drill is about to break it) and, when the scenario uses it, Redis."""
+    live database (it must exist: the drill is about to break it) and, when the scenario uses it, Redis
+    (:class:`NotConfigured` when the profile has none)."""
     results = []
     if database:
         target = PgTarget.from_profile(profile)

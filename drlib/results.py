@@ -21,7 +21,8 @@ SCHEMA_VERSION = 2
 SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "results.schema.json"
 
 CheckStatus = Literal["pass", "fail", "warn"]
-StepStatus = Literal["running", "passed", "failed", "error", "skipped"]
+#: ``not_configured``: the step needs a component (app, Redis, storage) the profile does not have
+StepStatus = Literal["running", "passed", "failed", "error", "skipped", "not_configured"]
 RunStatus = Literal["passed", "failed", "error", "dry_run", "refused"]
 
 

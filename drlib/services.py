@@ -2,7 +2,8 @@
 the embedded sandbox's process, docker compose, systemd, or the operator's shell commands.
 
 A profile's ``[app]`` and ``[redis]`` sections each name their controller; :func:`controller_for`
-builds it. :func:`provision` brings up infrastructure after a full system loss (the runbook's
+builds it (:class:`~drlib.exceptions.NotConfigured` when the profile has no such section).
+:func:`provision` brings up infrastructure after a full system loss (the runbook's
 ``docker compose up -d db redis``), honouring ``DRLIB_DOCKER`` and the profile's compose file.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from drlib.checks import CheckResult, check
-from drlib.config import Profile
+from drlib.config import AppSettings, Profile, RedisSettings
 from drlib.exceptions import ApplicationControlError, ConfigError
 from drlib.processes import without_marker
 from drlib.secrets import redact
@@ -68,7 +69,8 @@ def register(kind: str) -> Callable[[ControllerFactory], ControllerFactory]:
 
 
 def controller_for(profile: Profile, component: str = "app") -> ServiceController:
-    """The controller the profile names for ``component`` (``app`` or ``redis``)."""
+    """The controller the profile names for ``component`` (``app`` or ``redis``); raises
+    :class:`NotConfigured` when the profile has no section for it."""
     if component not in COMPONENTS:
         raise ConfigError(f"unknown service {component!r}: choose one of {', '.join(COMPONENTS)}")
     control = service_control(profile, component)
@@ -103,14 +105,15 @@ def stopped_check(controller: ServiceController, *, name: str = "application_sto
 def provision(profile: Profile, services: Sequence[str]) -> str:
     """Bring up bare infrastructure after a full system loss; return how it was done.
 
-    Sandbox profiles get a fresh sandbox (no seed data, no API); compose profiles run
-    ``docker compose up -d <services>``; anything else is left to the operator."""
+    Sandbox profiles get a fresh sandbox (no seed data, no API); profiles whose application runs
+    under docker compose run ``docker compose up -d <services>``; anything else (a profile without an
+    application included) is left to the operator."""
     if profile.is_sandbox:
         from drlib.sandbox.stack import sandbox_for
 
         sandbox_for(profile).up(seed_data=False, start_api=False)
         return "fresh sandbox: new PostgreSQL cluster, empty Redis, S3 endpoint"
-    if profile.app.controller == "compose":
+    if profile.app is not None and profile.app.controller == "compose":
         compose = ComposeController(profile, service_control(profile, "app"))
         compose.provision(services)
         return compose.command_line("up", "-d", *services)
@@ -157,7 +160,8 @@ class ServiceControl:
 
 
 def service_control(profile: Profile, component: str) -> ServiceControl:
-    section = profile.app if component == "app" else profile.redis
+    """How the profile stops and starts ``component``; :class:`NotConfigured` without its section."""
+    section: AppSettings | RedisSettings = profile.require_app() if component == "app" else profile.require_redis()
     return ServiceControl(
         component=component,
         controller=section.controller,

@@ -1,7 +1,12 @@
 """What drill staging shares: the record of what was staged (:class:`DrillSetup`), writing data
 after the backups (so the RPO and the data lost are real, each piece marked with the drill's token),
 and the probes that count, after the run, how much of that data the restore lost. Each scenario's
-own staging (which backups, which writes, which fault) lives in its scenario module."""
+own staging (which backups, which writes, which fault) lives in its scenario module.
+
+A Content Crew database (``check_set = "content_crew"``) gets new users and content jobs. Any other
+database gets rows in drlib's own table ``drlib_drill.rpo_probe``, created *before* the backup (so the
+backup holds it, empty): the restore brings the table back without the rows, and the data lost is
+measured on every database alike."""
 
 from __future__ import annotations
 
@@ -22,6 +27,10 @@ from drlib.storage.backends import S3Storage, live_storage
 
 #: what -> counts the drill's marked data present now (``token`` identifies this drill's writes)
 Probe = Callable[[Profile, str], int]
+
+#: where a drill on a database that is not Content Crew writes its rows after the backup
+PROBE_SCHEMA = "drlib_drill"
+PROBE_TABLE = f"{PROBE_SCHEMA}.rpo_probe"
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,15 @@ def count_rows(query: str) -> Probe:
     return probe
 
 
+def _count_probe_rows(profile: Profile, token: str) -> int:
+    with PgTarget.from_profile(profile).connect() as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (PROBE_TABLE,)).fetchone()
+        if not (row and row[0]):
+            return 0  # restored from a backup older than the probe table: every row is lost
+        row = conn.execute(f"SELECT count(*) FROM {PROBE_TABLE} WHERE token LIKE %s", (f"drill-{token}%",)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _count_files(profile: Profile, token: str) -> int:
     return sum(1 for f in live_storage(profile).files() if f"drill-{token}" in f.key)
 
@@ -75,14 +93,44 @@ def _count_keys(profile: Profile, token: str) -> int:
 PROBES: dict[str, Probe] = {
     "users": count_rows("SELECT count(*) FROM users WHERE email LIKE %s"),
     "content_jobs": count_rows("SELECT count(*) FROM content_jobs WHERE prompt LIKE %s"),
+    PROBE_TABLE: _count_probe_rows,
     "storage_files": _count_files,
     "s3_objects": _count_objects,
     "redis_keys": _count_keys,
 }
 
 
+def is_content_crew(target: PgTarget) -> bool:
+    """The database has the runbook's Content Crew schema (its profile's ``check_set``)."""
+    return target.settings.check_set == "content_crew"
+
+
+def prepare_rows_after_backup(target: PgTarget) -> None:
+    """Before the backup: a database that is not Content Crew gets ``drlib_drill.rpo_probe`` (kept between
+    drills), so the backup holds the table the drill writes into after it."""
+    if is_content_crew(target):
+        return
+    with target.connect() as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {PROBE_SCHEMA}")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} "
+            "(token text NOT NULL, written_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            f"COMMENT ON SCHEMA {PROBE_SCHEMA} IS 'drlib drills: rows written after a backup, to measure data lost'"
+        )
+
+
 def write_rows_after_backup(target: PgTarget, *, token: str, jobs: int = 25) -> dict[str, int]:
-    """New users and content jobs, marked with ``token``."""
+    """Rows marked with ``token``: new users and content jobs in a Content Crew database, else ``jobs`` rows
+    in ``drlib_drill.rpo_probe`` (see :func:`prepare_rows_after_backup`)."""
+    if not is_content_crew(target):
+        with target.connect() as conn:
+            conn.execute(
+                f"INSERT INTO {PROBE_TABLE} (token) SELECT 'drill-' || %s || '-' || g FROM generate_series(1, %s) g",
+                (token, jobs),
+            )
+        return {PROBE_TABLE: jobs}
     with target.connect() as conn:
         users = [
             row[0]

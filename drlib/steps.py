@@ -13,6 +13,12 @@ Dry-run behaviour (``dry_run=``):
 
 A ``composite=True`` step is made of other runbooks' steps, which record themselves: it keeps its
 notebook text but its body is called directly, so nothing is recorded twice in the evidence.
+
+``needs=`` names the optional components (``app``, ``redis``, ``storage``) a step cannot run without.
+On a profile that lacks one, the step is not run: it is recorded ``not_configured`` with a detail that
+says which section is missing, and it does not fail the run (in a dry run too). A step that ends the
+outage (``ends_outage=True``: the application is healthy again) ends it, without an application, when
+the data is back: every check so far passed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import pandas as pd
 
 from drlib.checks import Checks, checks_table_html
+from drlib.config import Component
 from drlib.plans import RestorePlan
 
 if TYPE_CHECKING:
@@ -61,6 +68,8 @@ class StepSpec:
     dry_run: DryRun
     would: str
     composite: bool = False
+    needs: tuple[Component, ...] = ()
+    ends_outage: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,8 +125,10 @@ def step(
     dry_run: DryRun = "run",
     would: str = "",
     composite: bool = False,
+    needs: tuple[Component, ...] = (),
+    ends_outage: bool = False,
 ) -> Callable[[Body[R]], Callable[[R], Outcome]]:
-    """Declare a runbook step (see the module docstring for ``dry_run`` and ``composite``)."""
+    """Declare a runbook step (see the module docstring for ``dry_run``, ``composite``, ``needs``, ``ends_outage``)."""
     doc = StepDoc(
         title=title,
         what=" ".join(what.split()),
@@ -127,11 +138,20 @@ def step(
     )
 
     def decorate(body: Body[R]) -> Callable[[R], Outcome]:
-        spec = StepSpec(name=name, method=body.__name__, doc=doc, dry_run=dry_run, would=would, composite=composite)
+        spec = StepSpec(
+            name=name,
+            method=body.__name__,
+            doc=doc,
+            dry_run=dry_run,
+            would=would,
+            composite=composite,
+            needs=needs,
+            ends_outage=ends_outage,
+        )
 
         @functools.wraps(body)
         def run(runbook: R) -> Outcome:
-            if composite:
+            if composite and not runbook.missing(spec):
                 result = body(runbook)
                 assert isinstance(result, Outcome), f"composite step {name} returns an Outcome"
                 return result
@@ -152,6 +172,11 @@ def step_specs(cls: type) -> list[StepSpec]:
             if isinstance(spec, StepSpec):
                 seen[spec.method] = spec
     return list(seen.values())
+
+
+def not_configured_outcome(spec: StepSpec, detail: str) -> Outcome:
+    """How a step shows when the profile lacks a component it needs: not run, and why."""
+    return Outcome(f"{spec.doc.title}: not configured", facts={"not configured": detail})
 
 
 def dry_run_outcome(spec: StepSpec, result: Outcome | RestorePlan | None, *, would: str) -> Outcome:

@@ -13,7 +13,7 @@ from drlib.storage.verify import api_serves_file_check, referenced_keys
 
 def login_and_create_job(profile: Profile) -> list[CheckResult]:
     """Log in with the test account (its password is a secret) and create a content job."""
-    app = profile.app
+    app = profile.require_app()
     password = profile.secret(app.test_account_password_secret, required=False)
     if password is None:
         login = check(
@@ -35,7 +35,7 @@ def artifact_checks(profile: Profile, storage: LocalStorage | S3Storage) -> list
     if not keys:
         return []
     if isinstance(storage, LocalStorage):
-        return [api_serves_file_check(profile.app.base_url, storage, keys[0])]
+        return [api_serves_file_check(profile.require_app().base_url, storage, keys[0])]
     present = storage.exists(keys[0])
     return [
         check(

@@ -19,7 +19,7 @@ _WARNING = re.compile(r"\bwarn(ing)?\b", re.IGNORECASE)
 
 def log_lines(profile: Profile, *, since: datetime) -> list[str]:
     """Lines logged at or after ``since`` (file: by their leading timestamp; compose: ``--since``)."""
-    app = profile.app
+    app = profile.require_app()
     if app.log_file is not None:
         path = Path(app.log_file)
         if not path.is_file():
@@ -53,7 +53,8 @@ def log_checks(profile: Profile, *, since: datetime) -> list[CheckResult]:
     lines = log_lines(profile, since=since)
     errors = [redact(line) for line in lines if _ERROR.search(line)]
     warnings = [redact(line) for line in lines if _WARNING.search(line) and not _ERROR.search(line)]
-    source = str(profile.app.log_file or f"docker compose logs {profile.app.compose_service}")
+    app = profile.require_app()
+    source = str(app.log_file or f"docker compose logs {app.compose_service}")
     return [
         check(
             "log_errors",

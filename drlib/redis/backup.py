@@ -160,10 +160,11 @@ def _fetch_rdb(profile: Profile, client: redis.Redis, dest: Path) -> None:
     if source.is_file():
         shutil.copyfile(source, dest)
         return
-    env = {**os.environ, "REDISCLI_AUTH": profile.secret(profile.redis.password_secret, required=False) or ""}
+    settings = profile.require_redis()
+    env = {**os.environ, "REDISCLI_AUTH": profile.secret(settings.password_secret, required=False) or ""}
     try:
         result = subprocess.run(
-            ["redis-cli", "-h", profile.redis.host, "-p", str(profile.redis.port), "--rdb", str(dest)],
+            ["redis-cli", "-h", settings.host, "-p", str(settings.port), "--rdb", str(dest)],
             env=env,
             capture_output=True,
             text=True,

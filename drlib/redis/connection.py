@@ -36,22 +36,23 @@ def redis_server_program() -> str:
 
 
 def redis_client(profile: Profile, *, timeout: float = 5) -> redis.Redis:
+    """A client for the profile's Redis (:class:`NotConfigured` when the profile has no ``[redis]``)."""
+    settings = profile.require_redis()
     return redis.Redis(
         retry=Retry(NoBackoff(), 0),  # a down Redis should say so now, not after a backoff series
-        host=profile.redis.host,
-        port=profile.redis.port,
-        password=profile.secret(profile.redis.password_secret, required=False) or None,
+        host=settings.host,
+        port=settings.port,
+        password=profile.secret(settings.password_secret, required=False) or None,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
     )
 
 
 def redis_error(exc: Exception, profile: Profile) -> DrlibError:
-    where = f"Redis at {profile.redis.host}:{profile.redis.port}"
+    settings = profile.require_redis()
+    where = f"Redis at {settings.host}:{settings.port}"
     if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
-        return CredentialsRejected(
-            f"{where} rejected the credentials: check the secret {profile.redis.password_secret}"
-        )
+        return CredentialsRejected(f"{where} rejected the credentials: check the secret {settings.password_secret}")
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return ConnectionFailed(f"cannot reach {where} ({type(exc).__name__}): is it running?")
     return DrlibError(f"{where} failed: {exc}")

@@ -104,8 +104,9 @@ def _matches_manifest(path: Path, manifest: RedisManifest) -> None:
 
 
 def _data_file(profile: Profile) -> Path:
-    if profile.redis.data_dir:
-        return Path(profile.redis.data_dir) / profile.redis.dbfilename
+    settings = profile.require_redis()
+    if settings.data_dir:
+        return Path(settings.data_dir) / settings.dbfilename
     client = redis_client(profile)
     try:
         config = client.config_get("dir") | client.config_get("dbfilename")

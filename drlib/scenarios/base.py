@@ -14,14 +14,15 @@ import pandas as pd
 
 from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks
-from drlib.config import Profile, load_profile, project_root
+from drlib.config import Component, Profile, load_profile, project_root
 from drlib.evidence import Evidence, utcnow
-from drlib.exceptions import ConfigError, DrlibError, ParameterError
+from drlib.exceptions import ConfigError, DrlibError, NotConfigured, ParameterError
 from drlib.objectives import rpo_check
 from drlib.parameters import Param, validate
 from drlib.plans import RestorePlan
+from drlib.results import StepRecord
 from drlib.services import ServiceController
-from drlib.steps import Outcome, StepSpec, dry_run_outcome, step_specs
+from drlib.steps import Outcome, StepSpec, dry_run_outcome, not_configured_outcome, step_specs
 
 if TYPE_CHECKING:
     from drlib.staging import DrillSetup
@@ -49,6 +50,20 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param("evidence_path", str, "", "where to write the evidence JSON (set by drills)"),
 )
 
+#: how messages name each optional component
+COMPONENT_NAMES: dict[Component, str] = {"app": "an application", "redis": "Redis", "storage": "file storage"}
+
+
+def refuse_without(profile: Profile, needs: tuple[Component, ...], *, what: str) -> None:
+    """:class:`NotConfigured` naming the first of ``needs`` that ``profile`` does not have."""
+    for component in needs:
+        if not profile.configured(component):
+            raise NotConfigured(
+                f"{what} needs {COMPONENT_NAMES[component]}, but profile {profile.name!r} has no [{component}] "
+                f"section: {profile.configure_hint(component)}"
+            )
+
+
 #: Parameters a drill sets itself: given with ``-p`` they are refused, not silently replaced.
 DRILL_CONTROLLED = ("profile", "failure_time", "evidence_path")
 
@@ -59,12 +74,15 @@ class Runbook:
     scenario: ClassVar[str]
     title: ClassVar[str]
     params: ClassVar[tuple[Param, ...]]
+    #: components the runbook cannot run without (refused at construction on a profile without them)
+    needs: ClassVar[tuple[Component, ...]] = ()
 
     def __init__(self, *, evidence: Evidence | None = None, **values: Any) -> None:
         """``evidence``: share another runbook's evidence (a scenario built from other scenarios)."""
         self.values = validate(self.params, values, scenario=self.scenario)
         self.failure_time = parse_failure_time(self.values["failure_time"])
         self.profile: Profile = load_profile(self.values["profile"])
+        refuse_without(self.profile, self.needs, what=f"the {self.scenario} runbook")
         self.confirm: bool = self.values["confirm"]
         path = self.values["evidence_path"]
         self.evidence = evidence or Evidence(
@@ -91,9 +109,17 @@ class Runbook:
         return step_specs(cls)
 
     # -- the step mechanism ---------------------------------------------------------------
+    def missing(self, spec: StepSpec) -> list[Component]:
+        """The components ``spec`` needs that the profile does not have."""
+        return [component for component in spec.needs if not self.profile.configured(component)]
+
     def run_step(self, spec: StepSpec, body: Callable[[], Outcome | RestorePlan]) -> Outcome:
-        """Run one step: dry run, timing, checks and errors are handled here, once for all steps."""
+        """Run one step: dry run, timing, checks, errors and components the profile lacks are handled
+        here, once for all steps."""
         with self.evidence.step(spec.name) as record:
+            missing = self.missing(spec)
+            if missing:
+                return self._not_configured(spec, record, self.profile.not_configured(missing[0]))
             try:
                 if not self.confirm and spec.dry_run == "skip":
                     outcome = dry_run_outcome(spec, None, would=spec.would.format(rb=self))
@@ -103,6 +129,8 @@ class Runbook:
                         outcome = dry_run_outcome(spec, result, would=spec.would)
                     else:
                         outcome = result
+            except NotConfigured as exc:  # a component the step reached for without declaring it
+                return self._not_configured(spec, record, exc.detail)
             except DrlibError as exc:
                 state = self.state_text()
                 if state and "State now:" not in exc.message:
@@ -113,6 +141,14 @@ class Runbook:
                 record.status = "skipped"
                 record.detail = "dry run: nothing changed"
         return outcome
+
+    def _not_configured(self, spec: StepSpec, record: StepRecord, detail: str) -> Outcome:
+        """Record a step that needs a component the profile lacks: not run, not failed."""
+        record.status = "not_configured"
+        record.detail = detail
+        if spec.ends_outage:
+            self.service_restored_without_app()
+        return not_configured_outcome(spec, detail)
 
     # -- the state the stack is in ---------------------------------------------------------
     def set_state(self, component: str, state: str) -> None:
@@ -128,7 +164,7 @@ class Runbook:
     # -- the application coming back (the end of the outage: RTO) ---------------------------------
     def application_health(self) -> CheckResult:
         """``/health``, waited for up to the ``health_timeout`` parameter."""
-        app = self.profile.app
+        app = self.profile.require_app()
         return wait_healthy(app.base_url, path=app.health_path, timeout=self.values["health_timeout"])
 
     def start_application(self, app: ServiceController) -> CheckResult:
@@ -142,6 +178,12 @@ class Runbook:
         if checks.passed:
             self.evidence.note("service_restored_at", utcnow().isoformat())
         return checks
+
+    def service_restored_without_app(self) -> None:
+        """Without an application the service is the data: the outage ends once it is restored and every
+        check so far passed (in a dry run nothing was restored, so nothing ends)."""
+        if self.confirm and Checks(self.evidence.checks).passed:
+            self.evidence.note("service_restored_at", utcnow().isoformat())
 
     def rpo(self, component: str, backup_time: datetime) -> CheckResult:
         """The achieved RPO of ``component`` against the profile's target."""
@@ -167,6 +209,9 @@ class Runbook:
         facts: dict[str, Any] = {"environment": self.profile.name, "dry_run": not self.confirm}
         if failed:
             facts["failed"] = ", ".join(failed)
+        not_configured = [s.name for s in self.evidence.steps if s.status == "not_configured"]
+        if not_configured:
+            facts["not configured (not run)"] = ", ".join(not_configured)
         if self.state_text():
             facts["stack state"] = self.state_text()
         return Outcome(title=title, facts=facts, checks=checks, table=steps)
@@ -186,7 +231,9 @@ def no_preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
 class Scenario:
     """A runbook scenario, defined once: its runbook (parameters, steps and their notebook text),
     the notebook's introduction, drill staging and preflight, and the objectives it is measured by
-    (``rto_kind``/``rpo_component`` name the profile's targets; None: no outage is measured)."""
+    (``rto_kind``/``rpo_component`` name the profile's targets; None: no outage is measured).
+    Its runbook's ``needs`` are the optional components it cannot run at all without: its drill is
+    refused on a profile without them (steps that need others report "not configured")."""
 
     id: str
     runbook: type[Runbook]
@@ -197,6 +244,14 @@ class Scenario:
     preflight: Preflight = no_preflight
     verify_after: bool = True
     sandbox_only: bool = False
+
+    @property
+    def needs(self) -> tuple[Component, ...]:
+        return self.runbook.needs
+
+    def refuse_unconfigured(self, profile: Profile) -> None:
+        """Raise :class:`NotConfigured` when ``profile`` lacks a component this scenario cannot run without."""
+        refuse_without(profile, self.needs, what=f"the {self.id} drill")
 
     @property
     def title(self) -> str:

@@ -65,10 +65,19 @@ class FullSystemLoss(Runbook):
         self.database = PostgresDatabaseLoss(
             evidence=self.evidence, **common, backup=self.values["backup"], option="A", jobs=self.values["jobs"]
         )
-        self.storage = StorageLoss(
-            evidence=self.evidence, **common, storage_kind="local", storage_backup=self.values["storage_backup"]
+        # storage and Redis only where the profile has them (their steps say "not configured" otherwise)
+        self.storage = (
+            StorageLoss(
+                evidence=self.evidence, **common, storage_kind="local", storage_backup=self.values["storage_backup"]
+            )
+            if self.profile.storage
+            else None
         )
-        self.cache = RedisLoss(evidence=self.evidence, **common, redis_backup=self.values["redis_backup"])
+        self.cache = (
+            RedisLoss(evidence=self.evidence, **common, redis_backup=self.values["redis_backup"])
+            if self.profile.redis
+            else None
+        )
 
     # Step 1 -------------------------------------------------------------------------------
     @step(
@@ -87,12 +96,17 @@ class FullSystemLoss(Runbook):
         would="start a fresh database server and Redis for profile {rb.profile.name} and check they answer",
     )
     def provision_infrastructure(self) -> Outcome:
-        how = provision(self.profile, ["db", "redis"])
-        self.set_state("infrastructure", f"database and Redis started, empty ({how})")
+        with_redis = self.profile.redis is not None
+        how = provision(self.profile, ["db", "redis"] if with_redis else ["db"])
+        self.set_state("infrastructure", f"database{' and Redis' if with_redis else ''} started, empty ({how})")
         results: list[CheckResult] = [credentials_and_connectivity(PgTarget.from_profile(self.profile))]
-        ping(self.profile)
-        results.append(check("redis_up", True, expected="PING answers", observed="PONG"))
-        return Outcome("Provision infrastructure", facts={"how": how}, checks=Checks(results))
+        facts = {"how": how}
+        if with_redis:
+            ping(self.profile)
+            results.append(check("redis_up", True, expected="PING answers", observed="PONG"))
+        else:
+            facts["redis"] = self.profile.not_configured("redis")
+        return Outcome("Provision infrastructure", facts=facts, checks=Checks(results))
 
     # Steps 2-3b: the other scenarios' runbooks, sharing this run's evidence -------------------
     @step(
@@ -127,8 +141,10 @@ class FullSystemLoss(Runbook):
         `storage_backup` and re-run this cell.""",
         roll_back="Rename the restored tree aside and the kept `storage.old-<time>` (if any) back.",
         composite=True,
+        needs=("storage",),
     )
     def restore_file_storage(self) -> Outcome:
+        assert self.storage is not None  # needs=("storage",)
         return combined(
             "Restore file storage",
             self.storage.locate_backup(),
@@ -146,8 +162,10 @@ class FullSystemLoss(Runbook):
         an empty Redis and re-enqueue queued jobs from `content_jobs`.""",
         roll_back="Stop Redis, move the kept `dump.rdb.old-<time>` back (if any) and start it again.",
         composite=True,
+        needs=("redis",),
     )
     def restore_redis(self) -> Outcome:
+        assert self.cache is not None  # needs=("redis",)
         return combined(
             "Restore Redis", self.cache.pre_restore_checklist(), self.cache.restore(), self.cache.verify_restore()
         )
@@ -163,6 +181,8 @@ class FullSystemLoss(Runbook):
         roll_back="Stop the application again (`docker compose stop api`) if it misbehaves.",
         dry_run="skip",
         would="start the application ({rb.profile.app.controller} controller) and wait for /health",
+        needs=("app",),
+        ends_outage=True,
     )
     def restore_application(self) -> Outcome:
         app = controller_for(self.profile)
@@ -182,15 +202,15 @@ class FullSystemLoss(Runbook):
         roll_back="Nothing to roll back: the test job is ordinary data.",
         dry_run="skip",
         would="check /health, log in, create a content job and download an artifact",
+        needs=("app",),
     )
     def verify_system(self) -> Outcome:
-        app = self.profile.app
+        app = self.profile.require_app()
         health = wait_healthy(app.base_url, path=app.health_path, timeout=10, name="system_health")
-        storage = live_storage(self.profile, kind="local")
-        return Outcome(
-            "Verify system",
-            checks=Checks([health, *login_and_create_job(self.profile), *artifact_checks(self.profile, storage)]),
-        )
+        checks = [health, *login_and_create_job(self.profile)]
+        if self.profile.storage is not None and self.profile.content_crew_schema:
+            checks += artifact_checks(self.profile, live_storage(self.profile, kind="local"))
+        return Outcome("Verify system", checks=Checks(checks))
 
 
 # -- drills ---------------------------------------------------------------------------------
@@ -208,7 +228,7 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     """Backups of all three, data written after them in all three, then the whole stack is destroyed."""
     target = PgTarget.from_profile(profile)
     db = backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
-    storage_root = Path(profile.storage.path)
+    storage_root = Path(profile.require_storage().path)
     archive_local(root=storage_root, backup_dir=profile.backups.storage_dir)
     backup_redis(profile)
     return fail_after_backup(

@@ -35,8 +35,8 @@ from drlib.preflight import (
     stack_reachable,
 )
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
-from drlib.services import controller_for, stopped_check
-from drlib.staging import DrillSetup, fail_after_backup, write_rows_after_backup
+from drlib.services import ServiceController, controller_for, stopped_check
+from drlib.staging import DrillSetup, fail_after_backup, prepare_rows_after_backup, write_rows_after_backup
 from drlib.steps import Outcome, step
 
 
@@ -71,7 +71,8 @@ class PostgresDatabaseLoss(Runbook):
     def __init__(self, *, evidence: Evidence | None = None, **values: object) -> None:
         super().__init__(evidence=evidence, **values)
         self.target = PgTarget.from_profile(self.profile)
-        self.app = controller_for(self.profile)
+        #: None on a profile without an application: its steps report "not configured"
+        self.app: ServiceController | None = controller_for(self.profile) if self.profile.app else None
         self.verified: VerifiedBackup | None = None
         #: Option B verified every row of the copy before swapping it in: Step 4 need not read them again
         self.copy_verified = False
@@ -134,13 +135,13 @@ class PostgresDatabaseLoss(Runbook):
         roll_back="Step 5 starts it again; or start it by hand with the profile's start command.",
         dry_run="skip",
         would="stop {rb.app.description}",
+        needs=("app",),
     )
     def stop_application(self) -> Outcome:
-        self.app.stop()
-        self.set_state("application", f"stopped ({self.app.description}); Step 5 starts it again")
-        return Outcome(
-            "Stop application", facts={"stopped": self.app.description}, checks=Checks([stopped_check(self.app)])
-        )
+        app = self._app()
+        app.stop()
+        self.set_state("application", f"stopped ({app.description}); Step 5 starts it again")
+        return Outcome("Stop application", facts={"stopped": app.description}, checks=Checks([stopped_check(app)]))
 
     # Step 2 ------------------------------------------------------------------------------
     @step(
@@ -311,13 +312,14 @@ class PostgresDatabaseLoss(Runbook):
         roll_back="Stop the application again (Step 1) if it misbehaves.",
         dry_run="skip",
         would="start {rb.app.description} and wait for /health",
+        needs=("app",),
+        ends_outage=True,
     )
     def restart_application(self) -> Outcome:
-        health = self.start_application(self.app)
+        app = self._app()
+        health = self.start_application(app)
         return Outcome(
-            "Restart application",
-            facts={"started": self.app.description},
-            checks=self.service_restored_if(Checks([health])),
+            "Restart application", facts={"started": app.description}, checks=self.service_restored_if(Checks([health]))
         )
 
     # Step 6 ------------------------------------------------------------------------------
@@ -331,11 +333,16 @@ class PostgresDatabaseLoss(Runbook):
         roll_back="Nothing to roll back: the test job is ordinary data.",
         dry_run="skip",
         would="log in with the test account and create a content job",
+        needs=("app",),
     )
     def post_restore_verification(self) -> Outcome:
-        app = self.profile.app
+        app = self.profile.require_app()
         health = wait_healthy(app.base_url, path=app.health_path, timeout=10, name="post_restore_health")
         return Outcome("Post-restore verification", checks=Checks([health, *login_and_create_job(self.profile)]))
+
+    def _app(self) -> ServiceController:
+        """The application's controller (:class:`NotConfigured` on a profile without one)."""
+        return self.app or controller_for(self.profile)
 
     def _require_verified(self) -> VerifiedBackup:
         if self.verified is None:
@@ -365,8 +372,10 @@ def named_backup_checks(profile: Profile, *, selection: str, require_manifest: b
 
 
 def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
-    """Backup, 25 jobs and 2 users written after it, then the live database is dropped."""
+    """Backup, rows written after it (Content Crew: 25 jobs and 2 users; any other database: 25 rows in
+    drlib_drill.rpo_probe, created before the backup), then the live database is dropped."""
     target = PgTarget.from_profile(profile)
+    prepare_rows_after_backup(target)
     backup = backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
     return fail_after_backup(
         backup,

@@ -35,6 +35,7 @@ class RedisLoss(Runbook):
 
     scenario = "redis_loss"
     title = "Redis loss"
+    needs = ("redis",)
     params: ClassVar[tuple[Param, ...]] = (
         *COMMON_PARAMS,
         Param("redis_backup", str, "latest", "'latest' (newest before failure_time) or an RDB file name"),
@@ -84,7 +85,7 @@ class RedisLoss(Runbook):
             "Redis pre-restore checklist",
             facts={"backup": chosen.name, "keys in backup": self.verified.manifest.keys},
             checks=Checks(results),
-            table=safe_to_lose_table(self.profile.redis.key_notes),
+            table=safe_to_lose_table(self.profile.require_redis().key_notes),
         )
 
     @step(
@@ -159,6 +160,8 @@ class RedisLoss(Runbook):
         roll_back="Nothing to roll back: the session and the test job are ordinary data.",
         dry_run="skip",
         would="check /health, log in and create a content job",
+        needs=("app",),
+        ends_outage=True,
     )
     def test_application(self) -> Outcome:
         health = self.service_restored_if(Checks([self.application_health()]))

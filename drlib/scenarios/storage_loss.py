@@ -41,6 +41,7 @@ class StorageLoss(Runbook):
 
     scenario = "storage_loss"
     title = "File storage loss"
+    needs = ("storage",)
     params: ClassVar[tuple[Param, ...]] = (
         *COMMON_PARAMS,
         Param(
@@ -87,7 +88,7 @@ class StorageLoss(Runbook):
     def identify_affected_storage(self) -> Outcome:
         self.live.check_reachable()
         files = list(self.live.files())
-        missing = 0 if self.kind == "s3" else int(not Path(self.profile.storage.path).is_dir())
+        missing = 0 if self.kind == "s3" else int(not Path(self.profile.require_storage().path).is_dir())
         folders: dict[str, int] = {}
         for item in files:
             folders[item.folder] = folders.get(item.folder, 0) + 1
@@ -223,7 +224,8 @@ class StorageLoss(Runbook):
         checks = list(verify_storage(self.live, verified.manifest))
         if verified.backup.kind == "archive" and not verified.backup.in_s3:
             checks.append(archive_listing_check(verified.backup.path, verified.manifest))
-        checks += storage_key_checks(PgTarget.from_profile(self.profile), self.live)
+        if self.profile.content_crew_schema:  # content_artifacts.storage_key → the files
+            checks += storage_key_checks(PgTarget.from_profile(self.profile), self.live)
         checks.append(self.rpo("storage", verified.backup.created_at))
         return Outcome("Verify storage", checks=Checks(checks))
 
@@ -240,11 +242,13 @@ class StorageLoss(Runbook):
         roll_back="Nothing to roll back: the test job is ordinary data.",
         dry_run="skip",
         would="check /health, download a restored artifact, log in and create a content job",
+        needs=("app",),
+        ends_outage=True,
     )
     def test_application(self) -> Outcome:
         checks = [
             self.application_health(),
-            *artifact_checks(self.profile, self.live),
+            *(artifact_checks(self.profile, self.live) if self.profile.content_crew_schema else []),
             *login_and_create_job(self.profile),
         ]
         return Outcome("Test application", checks=self.service_restored_if(Checks(checks)))
@@ -261,7 +265,7 @@ def s3_reachable_checks(profile: Profile) -> list[CheckResult]:
     """The live bucket and the backups bucket both answer (raises ConnectionFailed / CredentialsRejected)."""
     live = live_storage(profile, kind="s3")
     assert isinstance(live, S3Storage)
-    backups = S3Storage(live.client, profile.storage.backups_bucket, endpoint=live.endpoint)
+    backups = S3Storage(live.client, profile.require_storage().backups_bucket, endpoint=live.endpoint)
     results = []
     for name, bucket in (("s3_live_bucket_reachable", live), ("s3_backups_bucket_reachable", backups)):
         bucket.check_reachable()
@@ -299,9 +303,10 @@ def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
     refuse_options_of_the_other_kind(params)
     kind = params["storage_kind"]
     results = stack_reachable(profile) + (s3_reachable_checks(profile) if kind == "s3" else [])
-    if kind == "local" and not Path(profile.storage.path).is_dir():
+    storage = profile.require_storage()
+    if kind == "local" and not Path(storage.path).is_dir():
         raise DrillRefused(
-            f"the live storage tree {profile.storage.path} is missing, so there is nothing to drill: restore it "
+            f"the live storage tree {storage.path} is missing, so there is nothing to drill: restore it "
             "first (on the sandbox: drlib sandbox up)"
         )
     form = None if params["backup_form"] == "any" else params["backup_form"]
@@ -318,7 +323,7 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
         bucket = live
         return fail_after_backup(
             snapshot_bucket(
-                live=bucket, backups_bucket=profile.storage.backups_bucket, prefix=profile.backups.s3_prefix
+                live=bucket, backups_bucket=profile.require_storage().backups_bucket, prefix=profile.backups.s3_prefix
             ),
             write=lambda token: write_objects_after_backup(bucket, token=token),
             inject=lambda: faults.empty_bucket(bucket),

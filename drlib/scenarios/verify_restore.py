@@ -92,6 +92,7 @@ class VerifyRestore(Runbook):
         if_fails="""The failed checks name the files. Restore storage again (File storage loss notebook); if only
         keys written after the storage backup are missing, that is the data lost since the backup.""",
         roll_back="Nothing to roll back: this step only reads.",
+        needs=("storage",),
     )
     def storage_verification(self) -> Outcome:
         storage = live_storage(self.profile, kind=self.values["storage_kind"])
@@ -118,7 +119,8 @@ class VerifyRestore(Runbook):
             )
             results.append(zero_byte_check(files))
             results += layout_checks(storage, files)
-        results += storage_key_checks(self.target, storage)
+        if self.profile.content_crew_schema:  # content_artifacts.storage_key → the files
+            results += storage_key_checks(self.target, storage)
         return Outcome("Storage verification", facts={"storage": storage.description}, checks=Checks(results))
 
     def _storage_backup_manifest(self) -> StorageManifest | None:
@@ -144,17 +146,22 @@ class VerifyRestore(Runbook):
         if_fails="""Keep the incident open. Read the log lines the checks quote; a failing login or job usually
         points at the database or Redis, a failing download at the storage.""",
         roll_back="Nothing to roll back: the test job is ordinary data.",
+        needs=("app",),
     )
     def application_verification(self) -> Outcome:
-        app = self.profile.app
+        app = self.profile.require_app()
         facts = {"logs since": self.since.isoformat(timespec="seconds")}
         if not self.confirm:  # a login writes a session, a test job a row: only when confirmed
             facts["log in and create a content job"] = "skipped (dry run: set confirm = True)"
-        storage = live_storage(self.profile, kind=self.values["storage_kind"])
+        artifacts: list[CheckResult] = []
+        if self.profile.storage is None:
+            facts["download an artifact"] = self.profile.not_configured("storage")
+        elif self.profile.content_crew_schema:
+            artifacts = artifact_checks(self.profile, live_storage(self.profile, kind=self.values["storage_kind"]))
         results = [
             wait_healthy(app.base_url, path=app.health_path, timeout=30),
             *(login_and_create_job(self.profile) if self.confirm else []),
-            *artifact_checks(self.profile, storage),
+            *artifacts,
             *log_checks(self.profile, since=self.since),
         ]
         return Outcome("Application verification", facts=facts, checks=Checks(results))

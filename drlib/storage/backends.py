@@ -158,7 +158,7 @@ class S3Storage:
 
 def s3_client(profile: Profile, *, timeout: float = 10, attempts: int = 3) -> Any:
     """A boto3 S3 client for the profile's endpoint and credentials (secrets from the profile)."""
-    settings = profile.storage
+    settings = profile.require_storage()
     access = profile.secret(settings.access_key_secret, required=False)
     secret = profile.secret(settings.secret_key_secret, required=False)
     config = Config(
@@ -179,10 +179,12 @@ def s3_client(profile: Profile, *, timeout: float = 10, attempts: int = 3) -> An
 
 
 def live_storage(profile: Profile, *, kind: str | None = None) -> LocalStorage | S3Storage:
-    """The application's live storage: the local folder or the live bucket."""
-    kind = kind or profile.storage.kind
+    """The application's live storage: the local folder or the live bucket (:class:`NotConfigured`
+    when the profile has no ``[storage]``)."""
+    settings = profile.require_storage()
+    kind = kind or settings.kind
     if kind == "local":
-        return LocalStorage(Path(profile.storage.path))
+        return LocalStorage(Path(settings.path))
     if kind == "s3":
-        return S3Storage(s3_client(profile), profile.storage.bucket, endpoint=profile.storage.endpoint_url)
+        return S3Storage(s3_client(profile), settings.bucket, endpoint=settings.endpoint_url)
     raise ConfigError(f"unknown storage kind {kind!r}: use 'local' or 's3'")

@@ -149,7 +149,7 @@ def catalogue_for(profile: Profile, *, storage_kind: str) -> list[StorageBackup]
     also the backups bucket."""
     s3 = None
     if storage_kind == "s3":
-        s3 = (s3_client(profile), profile.storage.backups_bucket, profile.backups.s3_prefix)
+        s3 = (s3_client(profile), profile.require_storage().backups_bucket, profile.backups.s3_prefix)
     return list_storage_backups(backup_dir=profile.backups.storage_dir, s3=s3)
 
 
