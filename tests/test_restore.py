@@ -242,7 +242,8 @@ def test_an_option_a_interrupted_midway_leaves_the_database_as_it_was(backup: Ba
         blocker.close()
     assert seen, "the restore never waited on the lock"
     statement, altered = seen[0]
-    assert "content_artifacts" in statement and altered >= 2, seen  # midway: other tables already changed
+    # midway: other tables already changed (Option A waits in its reset, dropping the schema that holds the table)
+    assert ("content_artifacts" in statement or "DROP SCHEMA" in statement) and altered >= 2, seen
     assert "nothing was changed" in str(info.value)
     assert state(db_copy) == before
     assert verify_database(target=db_copy, manifest=None).passed

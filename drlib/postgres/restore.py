@@ -1,8 +1,9 @@
 """Restoring a verified backup: Option A (into the existing database) and Option B (into a
 new database, verified, then swapped in by renaming; the old database is kept).
 
-Option A cannot half-restore: the whole archive is read through before the first write, and
-``pg_restore --single-transaction`` rolls everything back when anything fails or is interrupted.
+Option A cannot half-restore: the whole archive is read through before the first write, then one
+transaction resets the database to an empty one and replays the dump (:mod:`drlib.postgres.reset`,
+:mod:`drlib.postgres.replay`); it commits only when all of it succeeded, and rolls back otherwise.
 Every failure message says what state the live database, any copy, and the undo are in.
 
 Without ``confirm=True`` every function returns a :class:`RestorePlan` saying what it
@@ -11,12 +12,13 @@ Without ``confirm=True`` every function returns a :class:`RestorePlan` saying wh
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -34,12 +36,11 @@ from drlib.postgres.connection import (
 )
 from drlib.postgres.globals import Role, apply_database_properties, backup_globals, create_missing_roles
 from drlib.postgres.integrity import VerifiedBackup, read_whole_archive
+from drlib.postgres.replay import end_sessions, psql_argv, replay_dump, restore_argv
+from drlib.postgres.reset import CannotReset, check_resettable, option_a_prologue
 from drlib.postgres.tools import pg_program
 from drlib.processes import kill_tree
 from drlib.secrets import redact
-
-#: how long to wait for the server to end an abandoned restore session (its transaction rolls back)
-SESSION_END_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class RestoreResult:
     seconds: float
     jobs: int
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    #: Option A runs as one transaction (all or nothing), which pg_restore allows only with one job
+    #: Option A runs as one transaction (all or nothing) in one session, so with one job
     single_transaction: bool = False
 
 
@@ -96,29 +97,15 @@ def run_pg_restore(argv: list[str], *, target: PgTarget, timeout: float | None =
     except BaseException as exc:
         kill_tree(process.pid, timeout=5)
         process.communicate()
-        _end_sessions(target, env["PGAPPNAME"])
+        end_sessions(target, env["PGAPPNAME"])
         reason = (
             "timed out" if isinstance(exc, subprocess.TimeoutExpired) else f"was interrupted ({type(exc).__name__})"
         )
         raise RestoreFailed(f"pg_restore {reason}") from exc
     if process.returncode != 0:
-        _end_sessions(target, env["PGAPPNAME"])
+        end_sessions(target, env["PGAPPNAME"])
         raise RestoreFailed(f"pg_restore failed (exit {process.returncode}): {redact(_last_lines(stderr))}")
     return time.monotonic() - started
-
-
-def _end_sessions(target: PgTarget, application_name: str) -> None:
-    """Terminate the server sessions a killed pg_restore left behind and wait until they are gone."""
-    deadline = time.monotonic() + SESSION_END_TIMEOUT
-    with contextlib.suppress(DrlibError, psycopg.Error), target.maintenance.connect() as conn:
-        while time.monotonic() < deadline:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                (application_name,),
-            ).fetchall()
-            if not rows:
-                return
-            time.sleep(0.1)
 
 
 def create_roles(target: PgTarget, roles: list[Role]) -> list[str]:
@@ -154,55 +141,103 @@ def restore_in_place(
     jobs: int = 4,
     confirm: bool = False,
     timeout: float | None = None,
+    before_sql: str = "",
+    after_sql: Callable[[str], str] | None = None,
 ) -> RestoreResult | RestorePlan:
-    """Option A: ``pg_restore --clean --if-exists --single-transaction`` into the live database
-    (created if missing), all or nothing.
+    """Option A: one transaction that resets the live database to an empty one (as ``CREATE DATABASE …
+    TEMPLATE template0`` makes it), replays the whole dump, and commits only if all of it succeeded.
 
-    Before the first write the whole archive is read through (unless ``verified.deep``), so a
-    damaged dump whose manifest matches it is refused while the live database is untouched. Any
-    failure or interruption rolls back: the database is exactly as it was. ``jobs`` is ignored:
-    one transaction means one pg_restore job (:attr:`RestoreResult.jobs` is 1).
+    Before the first write the whole archive is read through (unless ``verified.deep``) and a database
+    the reset cannot empty is refused (:class:`~drlib.postgres.reset.CannotReset`). Any failure, timeout
+    or interrupt rolls back: the database is exactly as it was. A missing database is restored as
+    ``<name>_restoring_<time>`` and renamed once complete. ``before_sql`` runs first in the transaction,
+    ``after_sql(name)`` last (``name`` is the database's name during the transaction); neither may
+    contain transaction control. ``jobs`` is ignored: one transaction is one session (``jobs`` is 1).
     """
-    argv = pg_restore_args(verified, database=target.name, jobs=1, clean=True, single_transaction=True)
     if not confirm:
-        steps = [] if verified.deep else [f"read every data block of {verified.path.name} (pg_restore -f /dev/null)"]
-        steps += [
-            f"if {target.name} is missing: restore into a new database, renamed to {target.name} once complete",
-            "pg_restore " + " ".join(argv[1:]),
-            "one transaction, so one job (-j not used): any failure rolls back and leaves the database as it was",
-        ]
-        return RestorePlan(action=f"Option A restore of {verified.path.name} into {target.name}", steps=tuple(steps))
+        return _option_a_plan(verified, target=target, before_sql=before_sql, after_sql=after_sql)
     if not verified.deep:
         read_whole_archive(verified.path)
     unchanged = f"nothing was changed: {target.name} is exactly as it was"
     try:
         existed = database_exists(target, target.name)
+        live = check_resettable(target) if existed else None
+    except CannotReset:
+        raise
     except DrlibError as exc:
         raise RestoreFailed(f"Option A could not start ({exc.message}); {unchanged}") from exc
-    if not existed:  # nothing to overwrite: restore under another name, so a cut-short run never leaves
-        return _restore_missing(verified, target=target, timeout=timeout)  # an empty live database
+    if live is None:  # nothing to overwrite: restore under another name, so a cut-short run never leaves
+        return _restore_missing(verified, target=target, timeout=timeout, before_sql=before_sql, after_sql=after_sql)
     try:
-        seconds = run_pg_restore(argv, target=target, timeout=timeout)
+        seconds = replay_dump(
+            verified.path,
+            target=target,
+            prologue=option_a_prologue(live, before_sql),
+            after_sql=after_sql(target.name) if after_sql else "",
+            timeout=timeout,
+        )
     except RestoreFailed as exc:
-        state = f"pg_restore ran as one transaction, which was rolled back: {unchanged}"
+        state = f"It ran as one transaction, which was rolled back: {unchanged}"
         raise RestoreFailed(f"{exc.message}. {state}. Fix the cause, or use Option B.") from exc
     return RestoreResult(
         option="A", backup=verified.path.name, database=target.name, seconds=seconds, jobs=1, single_transaction=True
     )
 
 
-def _restore_missing(verified: VerifiedBackup, *, target: PgTarget, timeout: float | None) -> RestoreResult:
+def _option_a_plan(
+    verified: VerifiedBackup, *, target: PgTarget, before_sql: str, after_sql: Callable[[str], str] | None
+) -> RestorePlan:
+    steps = [] if verified.deep else [f"read every data block of {verified.path.name} (pg_restore -f /dev/null)"]
+    steps += [
+        f"refuse, before any write, if {target.name} holds what the reset cannot remove (objects made inside "
+        "system schemas, subscriptions; for a non-superuser, objects of other owners)",
+        f"if {target.name} is missing: restore into a new database, renamed to {target.name} once complete",
+        "one transaction in one psql session: psql " + " ".join(psql_argv(target.name, Path("prologue.sql"))[1:]),
+        "  BEGIN",
+        *(["  the caller's before_sql"] if before_sql.strip() else []),
+        f"  reset {target.name} to an empty database, as CREATE DATABASE ... TEMPLATE template0 makes it: drop "
+        "event triggers, extensions (but plpgsql), publications, foreign data wrappers and servers, every "
+        "schema (public recreated with the server's defaults), large objects, and the database's own casts, "
+        "transforms, languages and access methods; default privileges back to the built-in ones; fail if "
+        "anything is left",
+        "  replay the dump as SQL: "
+        + " ".join(["pg_restore", *restore_argv(verified.path)[1:]])
+        + " (instead of pg_restore --clean --if-exists, which cannot drop partitioned tables and leaves "
+        "behind what the dump does not name)",
+        *(["  the caller's after_sql"] if after_sql else []),
+        "  COMMIT, only once pg_restore has exited cleanly: any failure, timeout or interrupt rolls everything "
+        "back and leaves the database as it was",
+        "one transaction, so one job (-j not used)",
+    ]
+    return RestorePlan(action=f"Option A restore of {verified.path.name} into {target.name}", steps=tuple(steps))
+
+
+def _restore_missing(
+    verified: VerifiedBackup,
+    *,
+    target: PgTarget,
+    timeout: float | None,
+    before_sql: str,
+    after_sql: Callable[[str], str] | None,
+) -> RestoreResult:
     """Option A when the live database is missing: restore into ``<name>_restoring_<time>`` and rename it
     once complete. Cut short, the live name stays missing, as it was; a failure drops the copy again."""
     building = f"{target.name}_restoring_{timestamp_suffix()}"
-    argv = pg_restore_args(verified, database=building, jobs=1, clean=True, single_transaction=True)
     create_database(target, building)
     try:
-        seconds = run_pg_restore(argv, target=target, timeout=timeout)
-    except RestoreFailed as exc:
-        raise RestoreFailed(
-            f"{exc.message}. {_drop_created(target, building)}. Fix the cause, or use Option B."
-        ) from exc
+        copy = target.with_database(building)
+        seconds = replay_dump(
+            verified.path,
+            target=copy,
+            prologue=option_a_prologue(check_resettable(copy), before_sql),
+            after_sql=after_sql(building) if after_sql else "",
+            timeout=timeout,
+        )
+    except BaseException as exc:
+        dropped = _drop_created(target, building)
+        if isinstance(exc, DrlibError):
+            raise RestoreFailed(f"{exc.message}. {dropped}. Fix the cause, or use Option B.") from exc
+        raise
     rename_database(target, building, target.name)
     return RestoreResult(
         option="A", backup=verified.path.name, database=target.name, seconds=seconds, jobs=1, single_transaction=True

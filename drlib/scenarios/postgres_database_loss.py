@@ -179,14 +179,18 @@ class PostgresDatabaseLoss(Runbook):
         title="Step 3: Restore the database",
         what="""**Option B** (default, safe): restore into a new database `<name>_restored_<time>` with
         parallel `pg_restore -j`, verify the copy, then swap names; the replaced database is kept as
-        `<name>_old_<time>` and dropped only with `drop_old_database = True`. **Option A**: `pg_restore
-        --clean --if-exists --single-transaction` straight into the live database, after the whole dump was
-        read through; a failure rolls the whole restore back.""",
+        `<name>_old_<time>` and dropped only with `drop_old_database = True`. **Option A**: after the whole
+        dump was read through, one transaction in the live database resets it to an empty one (every schema,
+        extension, large object and the like dropped, `public` recreated as a new database has it), replays
+        the dump through `psql`, and commits only if all of it succeeded. It works on partitioned tables,
+        where `pg_restore --clean` fails; what it could not empty (an object made inside `pg_catalog`, a
+        subscription) is refused before anything is written.""",
         why="""The database is what the application cannot run without; the runbook's two options trade speed
         for keeping the live database until the copy is proven.""",
         if_fails="""With Option B the live database is untouched and the partial copy is dropped; with
-        Option A the single transaction leaves the database as it was. The message says the state of the
-        database and the application.""",
+        Option A the transaction is rolled back (on an error, a timeout or an interrupt alike) and the
+        database is exactly as it was: if Option A was refused or keeps failing, use Option B. The message
+        says the state of the database and the application.""",
         roll_back="""Option B: rename `<name>_old_<time>` back (`ALTER DATABASE <name> RENAME TO
         <name>_restored; ALTER DATABASE <name>_old_<time> RENAME TO <name>`). Option A: restore the backup
         taken before it.""",
