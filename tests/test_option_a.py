@@ -181,6 +181,7 @@ def damage(target: PgTarget) -> None:
         "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
         "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA sales GRANT SELECT ON TABLES TO PUBLIC",
+        "CREATE TEMPORARY TABLE scratch (x int)",  # its pg_temp_N schema stays when the session ends
         "ALTER SCHEMA public OWNER TO CURRENT_USER",
         "REVOKE USAGE ON SCHEMA public FROM PUBLIC",
     )
@@ -194,7 +195,12 @@ def test_option_a_brings_a_damaged_partitioned_database_back_to_the_backup(rich:
     verified = take_backup(rich, tmp_path)
     damage(rich.target)
     assert snapshot(rich.target) != original
-    result = restore_in_place(verified, target=rich.target, confirm=True)
+    other_session = rich.target.connect()  # another session's temporary table, open during the restore
+    other_session.execute("CREATE TEMPORARY TABLE other_scratch (x int)")
+    try:
+        result = restore_in_place(verified, target=rich.target, confirm=True)
+    finally:
+        other_session.close()
     assert isinstance(result, RestoreResult) and result.option == "A" and result.single_transaction
     assert snapshot(rich.target) == original
 

@@ -115,6 +115,7 @@ def _leftovers() -> str:
     parts += [
         f"SELECT 'pg_catalog.{catalog}'::pg_catalog.regclass, o.oid FROM pg_catalog.{catalog} o "
         f"WHERE o.oid >= {FIRST_USER_OID}"
+        + (" AND o.nspname !~ '^pg_(toast_)?temp_'" if catalog == "pg_namespace" else "")  # other sessions'
         for catalog in SCHEMALESS
     ]
     parts.append(  # pg_user_mapping itself is for superusers only (it holds passwords)
