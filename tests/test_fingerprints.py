@@ -23,7 +23,7 @@ from drlib.postgres.catalog import discover_tables
 from drlib.postgres.connection import PgTarget, drop_database
 from drlib.postgres.globals import DatabaseProperties, apply_database_properties, read_database_properties
 from drlib.postgres.integrity import verify_backup
-from drlib.postgres.restore import RestoreResult, restore_to_new_database
+from drlib.postgres.restore import RestoreResult, restore_in_place, restore_to_new_database
 from drlib.postgres.verify import verify_database
 from drlib.sandbox.stack import Sandbox
 from tests.richdb import RichDatabase, create_rich_database, drop_rich_database, schema_dump, table_rows
@@ -252,7 +252,10 @@ def test_a_changed_role_is_named(restored: Restored) -> None:
     assert f"changed role {writer}" in failures["roles"]
 
 
-def test_roles_and_database_properties_come_back_on_a_server_without_them(sandbox: Sandbox, tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["A", "B"])
+def test_roles_and_database_properties_come_back_on_a_server_without_them(
+    sandbox: Sandbox, tmp_path: Path, option: str
+) -> None:
     """The full-system case: the database and its roles are gone; the backup brings both back."""
     server = PgTarget.from_profile(load_profile("sandbox"))
     rich = create_rich_database(server)
@@ -262,9 +265,12 @@ def test_roles_and_database_properties_come_back_on_a_server_without_them(sandbo
         with rich.target.connect() as conn:
             properties = read_database_properties(conn)
         drop_rich_database(rich)  # database and roles gone, as on a fresh server
-        result = restore_to_new_database(
-            verify_backup(backup), target=rich.target, jobs=2, confirm=True, new_name=rich.target.name
-        )
+        if option == "A":
+            result = restore_in_place(verify_backup(backup), target=rich.target, confirm=True)
+        else:
+            result = restore_to_new_database(
+                verify_backup(backup), target=rich.target, jobs=2, confirm=True, new_name=rich.target.name
+            )
         assert isinstance(result, RestoreResult)
         assert (schema_dump(rich.target), table_rows(rich.target)) == before
         checks = verify_database(target=rich.target, manifest=backup.manifest)
@@ -325,3 +331,28 @@ def test_content_fingerprints_stop_at_the_size_limit_unless_asked_for(restored: 
     assert checks["content:sales.note"].status == "warn" and checks["content:sales.note"].observed == "not checked"
     assert checks["content:public.track"].status == "pass"
     assert checks["content_fingerprint"].observed.startswith("1 tables")
+
+
+def test_option_a_puts_back_the_database_properties_and_every_row(sandbox: Sandbox, tmp_path: Path) -> None:
+    server = PgTarget.from_profile(load_profile("sandbox"))
+    rich = create_rich_database(server)
+    try:
+        backup = backup_database(target=rich.target, backup_dir=tmp_path)
+        before = schema_dump(rich.target), table_rows(rich.target)
+        for statement in (
+            "DELETE FROM sales.invoice WHERE invoice_id < 50",
+            "ALTER TABLE sales.invoice DETACH PARTITION sales.invoice_2026",
+            f'ALTER DATABASE "{rich.target.name}" OWNER TO "{rich.writer}"',
+            f'GRANT CONNECT ON DATABASE "{rich.target.name}" TO PUBLIC',
+            f'ALTER DATABASE "{rich.target.name}" RESET work_mem',
+            f"COMMENT ON DATABASE \"{rich.target.name}\" IS 'changed'",
+        ):
+            run(rich.target, statement)
+        assert failing(verify_database(target=rich.target, manifest=backup.manifest))
+        result = restore_in_place(verify_backup(backup), target=rich.target, confirm=True)
+        assert isinstance(result, RestoreResult) and result.option == "A"
+        assert (schema_dump(rich.target), table_rows(rich.target)) == before
+        checks = verify_database(target=rich.target, manifest=backup.manifest)
+        assert checks.passed, repr(Checks(c for c in checks if c.status != "pass"))
+    finally:
+        drop_rich_database(rich)

@@ -34,7 +34,14 @@ from drlib.postgres.connection import (
     sql_errors,
     terminate_connections,
 )
-from drlib.postgres.globals import Role, apply_database_properties, backup_globals, create_missing_roles
+from drlib.postgres.globals import (
+    DatabaseProperties,
+    Role,
+    apply_database_properties,
+    backup_globals,
+    create_missing_roles,
+    database_properties_sql,
+)
 from drlib.postgres.integrity import VerifiedBackup, read_whole_archive
 from drlib.postgres.replay import end_sessions, psql_argv, replay_dump, restore_argv
 from drlib.postgres.reset import CannotReset, check_resettable, option_a_prologue
@@ -154,14 +161,21 @@ def restore_in_place(
     ``after_sql(name)`` last (``name`` is the database's name during the transaction); neither may
     contain transaction control. ``jobs`` is ignored: one transaction is one session (``jobs`` is 1).
     """
+    roles, props = backup_globals(verified.path, verified.manifest)
+    after_sql = _with_properties(after_sql, props)
     if not confirm:
-        return _option_a_plan(verified, target=target, before_sql=before_sql, after_sql=after_sql)
+        plan = _option_a_plan(verified, target=target, before_sql=before_sql, after_sql=after_sql)
+        if roles:
+            first = f"create the roles the backup uses that are missing ({len(roles)} in the backup)"
+            plan = RestorePlan(action=plan.action, steps=(first, *plan.steps))
+        return plan
     if not verified.deep:
         read_whole_archive(verified.path)
     unchanged = f"nothing was changed: {target.name} is exactly as it was"
     try:
         existed = database_exists(target, target.name)
         live = check_resettable(target) if existed else None
+        create_roles(target, roles)  # roles are the server's, not the database's: only ever added
     except CannotReset:
         raise
     except DrlibError as exc:
@@ -184,6 +198,16 @@ def restore_in_place(
     )
 
 
+def _with_properties(
+    after_sql: Callable[[str], str] | None, props: DatabaseProperties | None
+) -> Callable[[str], str] | None:
+    """``after_sql`` preceded by the SQL that gives the database the backup's own properties."""
+    if props is None:
+        return after_sql
+    properties = database_properties_sql(props)
+    return lambda name: properties + (after_sql(name) if after_sql else "")
+
+
 def _option_a_plan(
     verified: VerifiedBackup, *, target: PgTarget, before_sql: str, after_sql: Callable[[str], str] | None
 ) -> RestorePlan:
@@ -204,7 +228,11 @@ def _option_a_plan(
         + " ".join(["pg_restore", *restore_argv(verified.path)[1:]])
         + " (instead of pg_restore --clean --if-exists, which cannot drop partitioned tables and leaves "
         "behind what the dump does not name)",
-        *(["  the caller's after_sql"] if after_sql else []),
+        *(
+            ["  give the database the backup's owner, privileges, settings and comment, and the caller's after_sql"]
+            if after_sql
+            else []
+        ),
         "  COMMIT, only once pg_restore has exited cleanly: any failure, timeout or interrupt rolls everything "
         "back and leaves the database as it was",
         "one transaction, so one job (-j not used)",
