@@ -369,6 +369,10 @@ def swap_databases(
     old_name = f"{target.name}_old_{timestamp_suffix(now)}"
     try:
         live_exists = database_exists(target, target.name)
+        for attempt in range(1, 100):  # two swaps in one second must not collide
+            if not live_exists or not database_exists(target, old_name):
+                break
+            old_name = f"{target.name}_old_{timestamp_suffix(now)}_{attempt}"
     except DrlibError as exc:
         raise RestoreFailed(
             f"cannot start the swap ({exc.message}). Nothing was renamed: the live database {target.name} and "
