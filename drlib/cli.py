@@ -7,42 +7,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from functools import wraps
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from drlib import __version__
-from drlib.exceptions import DrlibError
+from drlib.cli_restore import restore, verify
+from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors
 
-EXIT_DRILL_FAILED = 1
-EXIT_DRLIB_ERROR = 3
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handles_errors(func: F) -> F:
-    """Print a :class:`DrlibError` as one line (with its code) and exit 3."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DrlibError as exc:
-            click.secho(f"error [{exc.code}]: {exc.message}", fg="red", err=True)
-            sys.exit(EXIT_DRLIB_ERROR)
-
-    return wrapper  # type: ignore[return-value]
+EXIT_DRILL_FAILED = EXIT_CHECK_FAILED
+__all__ = ["EXIT_DRILL_FAILED", "EXIT_DRLIB_ERROR", "handles_errors", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="drlib")
 def main() -> None:
-    """Executable disaster-recovery runbooks: sandbox, drills, backups and reports."""
+    """Executable disaster-recovery runbooks: sandbox, drills, restores, backups and reports."""
+
+
+main.add_command(restore)
+main.add_command(verify)
 
 
 # -- sandbox ------------------------------------------------------------------------------
@@ -169,8 +156,9 @@ def drill_run(
 ) -> None:
     """Run SCENARIOS (or --plan) as drills; exit 0 only when every check passed."""
     from drlib.drill import refuse_bad_parameters, run_scenario
-    from drlib.drill_record import results_summary
     from drlib.scenarios import get_scenario, plan_scenarios
+    from drlib.terminal import exit_code as exit_code_of
+    from drlib.terminal import show_results
 
     planned: list[tuple[str, dict[str, Any]]] = [(s, {}) for s in scenarios]
     planned += list(plan_scenarios(plan)) if plan else []
@@ -196,36 +184,13 @@ def drill_run(
             reports_root=reports_root,
             say=say,
         )
-        results = report.results
-        documents.append(json.loads(results.to_json()))
-        colour = {"passed": "green", "dry_run": "cyan", "refused": "yellow"}.get(results.status, "red")
-        label = "DRY RUN (nothing changed)" if results.status == "dry_run" else results.status.upper()
-        say(f"{label}: {scenario_id}", fg=colour, bold=True)
-        if results.error and results.status == "refused":
-            say(f"error [{results.error.code or 'refused'}]: {results.error.message}", fg="red")
-        elif results.error:
-            say(f"  {results.error.step or 'drill'} raised: {results.error.message}", fg="red")
-        for item in results.failing_checks:
-            say(
-                f"  FAIL {item.name}: expected {item.expected}, observed {item.observed}"
-                + (f" ({item.detail})" if item.detail else ""),
-                fg="red",
-            )
-        if results.status not in ("refused",):
-            for line in results_summary(results):
-                say(f"  {line}")
-        for component, state in results.stack_state.items():
-            say(f"  state: {component}: {state}")
-        for line in results.next_steps:
-            say(f"  next: {line}", fg="yellow")
-        say(f"  report: {report.folder / 'report.html'}")
-        if results.status == "refused":
-            exit_code = max(exit_code, EXIT_DRLIB_ERROR)
-        elif results.status in ("failed", "error") or results.failing_checks:  # a dry run's checks count too
-            exit_code = max(exit_code, EXIT_DRILL_FAILED)
-        if results.execution.interrupted and results.execution.interrupted.startswith("SIG"):
-            exit_code = 128 + int(getattr(signal, results.execution.interrupted))
+        documents.append(json.loads(report.results.to_json()))
+        show_results(report.results, report.folder, say, name=scenario_id)
+        code = exit_code_of(report.results)
+        if code > 128:  # interrupted by a signal: the plan stops here
+            exit_code = code
             break
+        exit_code = max(exit_code, code)
     if as_json:
         click.echo(json.dumps(documents, indent=2))
     sys.exit(exit_code)

@@ -35,11 +35,12 @@ from drlib.interrupts import signals_deferred, signals_interrupt
 from drlib.lock import FileLock, acquire
 from drlib.parameters import validate
 from drlib.report import write_report_folder
-from drlib.results import CheckRecord, DrillResults, Evidence, ExecutionInfo
+from drlib.results import CheckRecord, DrillResults, ExecutionInfo
 from drlib.scenarios import VERIFY_SCENARIO, get_scenario
 from drlib.scenarios.base import DRILL_CONTROLLED, Scenario
 from drlib.secrets import redact
 from drlib.staging import DrillSetup
+from drlib.terminal import step_printer
 from drlib.watchdog import start_watchdog, stop_watchdog
 
 DEFAULT_TIMEOUT_SECONDS = 3600
@@ -303,7 +304,7 @@ def run_notebook(
         log=drill.folder / output.replace(".ipynb", ".log"),
         run_id=drill.record.run_id,
         evidence=drill.folder / evidence,
-        progress=_step_printer(drill.say, prefix),
+        progress=step_printer(drill.say, prefix),
     )
     stage.execution = ExecutionInfo(
         seconds=round(execution.seconds, 2), returncode=execution.returncode, timed_out=execution.timed_out
@@ -311,23 +312,6 @@ def run_notebook(
     stage.log_tail = execution.log_tail
     drill.save()
     return stage
-
-
-def _step_printer(say: Say, prefix: str) -> Callable[[Evidence], None]:
-    shown: dict[int, str] = {}
-
-    def show(evidence: Evidence) -> None:
-        for index, item in enumerate(evidence.steps):
-            if shown.get(index) == item.status:
-                continue
-            shown[index] = item.status
-            if item.status == "running":
-                say(f"  ... {prefix}{item.name}")
-            else:
-                status = item.status.upper().replace("_", " ")
-                say(f"  {status:<7} {prefix}{item.name} ({item.seconds:.1f} s)")
-
-    return show
 
 
 def _facts(folder: Path, stage: StageRecord) -> dict[str, Any]:

@@ -20,7 +20,17 @@ from drlib.evidence import error_info, load_evidence, utcnow
 from drlib.exceptions import DrillInterrupted, DrlibError
 from drlib.objectives import achieved_rpo_seconds, rto_check
 from drlib.report import write_report_folder
-from drlib.results import CheckRecord, DataLoss, DrillResults, ErrorInfo, Evidence, ExecutionInfo, RunBy, StepRecord
+from drlib.results import (
+    CheckRecord,
+    DataLoss,
+    DrillResults,
+    ErrorInfo,
+    Evidence,
+    ExecutionInfo,
+    RunBy,
+    RunKind,
+    StepRecord,
+)
 from drlib.secrets import redact
 from drlib.units import format_duration
 
@@ -30,7 +40,7 @@ REPAIR_COMMAND = "drlib sandbox up"
 
 
 class StageRecord(BaseModel):
-    """One notebook run of a drill."""
+    """One notebook run of a drill (``notebook`` empty: the runbook's steps ran in the drlib process)."""
 
     name: str
     notebook: str
@@ -45,6 +55,7 @@ class RunRecord(BaseModel):
     write the report of a drill whose command was killed."""
 
     run_id: str
+    kind: RunKind = "drill"
     scenario: str
     title: str
     environment: str
@@ -156,6 +167,7 @@ def build_results(
     executions = [s.execution for s in record.stages if s.execution]
     return DrillResults(
         schema_version=2,
+        kind=record.kind,
         scenario=record.scenario,
         title=record.title,
         environment=record.environment,
@@ -177,7 +189,7 @@ def build_results(
         backup=backup,
         data_loss={k: DataLoss.model_validate(v) for k, v in (data_loss or {}).items()},
         error=error,
-        notebooks=[s.notebook for s in record.stages],
+        notebooks=[s.notebook for s in record.stages if s.notebook],
         execution=ExecutionInfo(
             seconds=round(sum(e.seconds for e in executions), 2),
             returncode=max((e.returncode for e in executions), default=0),
@@ -198,6 +210,8 @@ def _phase(record: RunRecord) -> str:
 
 
 def _fault(record: RunRecord) -> str:
+    if record.kind != "drill":
+        return f"none ({record.kind} of the stack as it is: no fault injected)"
     if record.fault:
         return record.fault
     if record.dry_run:
@@ -249,6 +263,8 @@ def _rto(record: RunRecord, restored_at: str | None) -> tuple[list[CheckResult],
 def _next_steps(record: RunRecord, status: str, stack_state: dict[str, str]) -> list[str]:
     if status in ("passed", "dry_run", "refused") or record.dry_run or not record.staged:
         return []  # nothing was changed
+    if record.kind != "drill":  # an operator's restore or verification: what each step left each component in
+        return [f"{component}: {state}" for component, state in stack_state.items()]
     if record.sandbox:
         return [f"{REPAIR_COMMAND}    # brings the sandbox back to healthy (re-seeds what the drill destroyed)"]
     steps = [f"{component}: {state}" for component, state in stack_state.items()]
@@ -261,10 +277,12 @@ def _next_steps(record: RunRecord, status: str, stack_state: dict[str, str]) -> 
 
 def results_summary(results: DrillResults) -> list[str]:
     """The lines a drill ends with on the terminal: RTO, RPO and data lost against targets, warnings."""
-    lines = [
-        f"RTO {format_duration(results.rto_seconds)} (target {format_duration(results.rto_target_seconds)})"
-        f"   RPO {format_duration(results.rpo_seconds)} (target {format_duration(results.rpo_target_seconds)})",
-    ]
+    lines = []
+    if results.rto_target_seconds is not None or results.rpo_target_seconds is not None:
+        lines.append(
+            f"RTO {format_duration(results.rto_seconds)} (target {format_duration(results.rto_target_seconds)})"
+            f"   RPO {format_duration(results.rpo_seconds)} (target {format_duration(results.rpo_target_seconds)})"
+        )
     if results.data_loss:
         lost = ", ".join(f"{k} {v.lost}/{v.written_after_backup}" for k, v in results.data_loss.items())
         lines.append(f"data lost (written after the backup): {lost}")

@@ -31,9 +31,11 @@ def _handling(handler: Handler) -> Iterator[None]:
 
 
 @contextmanager
-def signals_interrupt() -> Iterator[None]:
+def signals_interrupt() -> Iterator[list[str]]:
     """While inside, the handled signals raise :class:`DrillInterrupted` (once: a second signal
-    during the clean-up is ignored, so the report still gets written)."""
+    during the clean-up is ignored, so the report still gets written). Yields the names of the
+    signals received, so a caller still knows after the library turned the interruption into an error
+    of its own (a restore that cleans up, then raises ``RestoreFailed`` from it)."""
     fired: list[str] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -42,7 +44,7 @@ def signals_interrupt() -> Iterator[None]:
             raise DrillInterrupted(fired[0])
 
     with _handling(handler):
-        yield
+        yield fired
 
 
 @contextmanager

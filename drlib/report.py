@@ -64,6 +64,9 @@ BANNERS = {
 }
 
 
+HEADINGS = {"drill": "DR drill", "restore": "DR restore", "verify": "DR verification"}
+
+
 def summary_html(results: DrillResults) -> str:
     status = results.status
     checks = [
@@ -72,7 +75,7 @@ def summary_html(results: DrillResults) -> str:
     ]
     failing = [c for c in checks if c.status == "fail"]
     parts = [
-        f"<h1>DR drill: {html.escape(results.title or results.scenario)}</h1>",
+        f"<h1>{HEADINGS[results.kind]}: {html.escape(results.title or results.scenario)}</h1>",
         f"<p>Scenario <code>{html.escape(results.scenario)}</code> on environment "
         f"<b>{html.escape(results.environment)}</b>, {_when(results.started_at)} → "
         f"{_when(results.finished_at)} UTC. Run by {html.escape(results.run_by.user)} on "
@@ -106,10 +109,16 @@ def summary_html(results: DrillResults) -> str:
             f"started {html.escape(str(stale.get('started_at')))}).</p>"
         )
     backup_name = (results.backup or {}).get("name", "none")
-    parts.append(
-        f"<p>Fault injected: {html.escape(str(results.fault))} at "
-        f"{_when(str(results.failure_time))} UTC. Backup used: {html.escape(str(backup_name))}.</p>"
-    )
+    if results.kind == "drill":
+        parts.append(
+            f"<p>Fault injected: {html.escape(str(results.fault))} at "
+            f"{_when(str(results.failure_time))} UTC. Backup used: {html.escape(str(backup_name))}.</p>"
+        )
+    else:
+        parts.append(
+            f"<p>Run from the command line on the stack as it was (no fault injected); failure time "
+            f"{_when(str(results.failure_time))} UTC. Backup used: {html.escape(str(backup_name))}.</p>"
+        )
     if results.data_loss:
         rows = [{"data": t, **v.model_dump()} for t, v in results.data_loss.items()]
         parts.append(
@@ -140,7 +149,7 @@ def notebook_html(path: Path) -> str:
 
 
 def render_report(results: DrillResults, folder: Path) -> str:
-    title = f"DR drill {results.scenario} {results.started_at}"
+    title = f"{HEADINGS[results.kind]} {results.scenario} {results.started_at}"
     notebooks = "".join(
         f"<div class='notebook'><h2>Executed notebook: {html.escape(name)}</h2>{notebook_html(folder / name)}</div>"
         for name in results.notebooks

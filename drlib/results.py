@@ -24,6 +24,9 @@ CheckStatus = Literal["pass", "fail", "warn"]
 #: ``not_configured``: the step needs a component (app, Redis, storage) the profile does not have
 StepStatus = Literal["running", "passed", "failed", "error", "skipped", "not_configured"]
 RunStatus = Literal["passed", "failed", "error", "dry_run", "refused"]
+#: what wrote a report: a drill (a fault injected, then the runbook), or an operator's
+#: ``drlib restore …`` / ``drlib verify …`` on a stack as it is
+RunKind = Literal["drill", "restore", "verify"]
 
 
 class _Model(BaseModel):
@@ -97,6 +100,7 @@ class DrillResults(_Model):
     """``results.json``: the contract other tools read (see DESIGN.md)."""
 
     schema_version: int = 1
+    kind: RunKind = "drill"
     scenario: str
     title: str = ""
     environment: str

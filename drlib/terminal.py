@@ -1,0 +1,111 @@
+"""What the ``drlib`` command prints and how it exits, shared by ``drlib drill run`` and ``drlib
+restore|verify``: the exit codes, a :class:`DrlibError` as one line, each runbook step as it starts and
+ends, and a finished run's summary (status, failing checks, objectives, the stack's state, the report)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from drlib.exceptions import DrlibError
+
+if TYPE_CHECKING:  # kept out of the command's start-up: every drlib command imports this module
+    from drlib.results import DrillResults, Evidence
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # a check failed, or a step raised something that is not a DrlibError
+EXIT_DRLIB_ERROR = 3  # refused, or a DrlibError (bad input, unreachable server, …)
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: prints one line; takes click.secho's style keywords (fg, bold)
+Say = Callable[..., None]
+
+
+def error_line(code: str | None, message: str) -> str:
+    """``error [code]: message``, the way every drlib error reaches the terminal."""
+    return f"error [{code or 'drlib-error'}]: {message}"
+
+
+def handles_errors(func: F) -> F:
+    """Print a :class:`DrlibError` as one line (with its code) and exit 3."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DrlibError as exc:
+            click.secho(error_line(exc.code, exc.message), fg="red", err=True)
+            sys.exit(EXIT_DRLIB_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def step_printer(say: Say, prefix: str = "") -> Callable[[Evidence], None]:
+    """Print each step of ``evidence`` when it starts (``... name``) and when it ends (status, seconds)."""
+    shown: dict[int, str] = {}
+
+    def show(evidence: Evidence) -> None:
+        for index, item in enumerate(evidence.steps):
+            if shown.get(index) == item.status:
+                continue
+            shown[index] = item.status
+            if item.status == "running":
+                say(f"  ... {prefix}{item.name}")
+            else:
+                status = item.status.upper().replace("_", " ")
+                say(f"  {status:<7} {prefix}{item.name} ({item.seconds:.1f} s)")
+
+    return show
+
+
+def status_label(results: DrillResults, name: str) -> tuple[str, str]:
+    """``PASSED: name`` (or FAILED, DRY RUN …) and its colour."""
+    colour = {"passed": "green", "dry_run": "cyan", "refused": "yellow"}.get(results.status, "red")
+    label = "DRY RUN (nothing changed)" if results.status == "dry_run" else results.status.upper()
+    return f"{label}: {name}", colour
+
+
+def show_results(results: DrillResults, folder: Path, say: Say, *, name: str, show_error: bool = True) -> None:
+    """A finished run on the terminal: its status, why it stopped, failing checks, objectives, the
+    stack's state, what to do next and where the report is."""
+    from drlib.drill_record import results_summary
+
+    label, colour = status_label(results, name)
+    say(label, fg=colour, bold=True)
+    if show_error and results.error and results.status == "refused":
+        say(error_line(results.error.code or "refused", results.error.message), fg="red")
+    elif show_error and results.error:
+        say(f"  {results.error.step or 'drill'} raised: {results.error.message}", fg="red")
+    for item in results.failing_checks:
+        say(
+            f"  FAIL {item.name}: expected {item.expected}, observed {item.observed}"
+            + (f" ({item.detail})" if item.detail else ""),
+            fg="red",
+        )
+    if results.status != "refused":
+        for line in results_summary(results):
+            say(f"  {line}")
+    for component, state in results.stack_state.items():
+        say(f"  state: {component}: {state}")
+    for line in results.next_steps:
+        say(f"  next: {line}", fg="yellow")
+    say(f"  report: {folder / 'report.html'}")
+
+
+def exit_code(results: DrillResults) -> int:
+    """128 + N when interrupted by signal N; 3 refused; 1 a check failed (a dry run's checks count too)
+    or a step raised; 0 otherwise."""
+    interrupted = results.execution.interrupted
+    if interrupted and interrupted.startswith("SIG"):
+        return 128 + int(getattr(signal, interrupted))
+    if results.status == "refused":
+        return EXIT_DRLIB_ERROR
+    if results.status in ("failed", "error") or results.failing_checks:
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
