@@ -44,6 +44,7 @@ from drlib.scenarios import postgres_database_loss, redis_loss, storage_loss, ve
 from drlib.scenarios.base import Scenario
 from drlib.secrets import looks_like_secret_name, redact
 from drlib.steps import Outcome
+from drlib.terminal import Say, step_printer
 from drlib.watchdog import start_watchdog, stop_watchdog
 
 EVIDENCE_FILE = "evidence.json"
@@ -55,7 +56,6 @@ SET_BY_THE_COMMAND = {
     "evidence_path": "the evidence goes to the report folder",
 }
 
-Say = Callable[..., None]
 Preflight = Callable[[Profile, dict[str, Any]], list[CheckResult]]
 
 
@@ -234,8 +234,6 @@ def run_operation(
 ) -> OperationReport:
     """Run ``op`` on a profile's stack and archive its report (see the module docstring). ``values`` are
     the runbook's parameters (:func:`resolve_parameters`); a restore without ``confirm`` is a dry run."""
-    from drlib.terminal import step_printer
-
     started = utcnow()
     folder = report_folder(reports_root or reports_dir(), started, op.name)
     name = environment or os.environ.get("DRLIB_PROFILE") or SANDBOX_PROFILE
