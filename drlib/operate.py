@@ -128,7 +128,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         verify_restore.SCENARIO,
         "backup",
         steps=("database_verification",),
-        settable=("failure_time", "backup"),
+        settable=("failure_time", "backup", "exact"),
         preflight=_named_database_backup,
     ),
     ("verify", "storage"): Operation(
