@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from drlib.checks import CheckResult
-from drlib.config import SANDBOX_PROFILE, Profile, load_profile, reports_dir
+from drlib.config import SANDBOX_PROFILE, Component, Profile, load_profile, reports_dir
 from drlib.drill import report_folder, stack_key
 from drlib.drill_record import RunRecord, StageRecord, build_results
 from drlib.evidence import Evidence, utcnow
@@ -41,7 +41,7 @@ from drlib.report import write_report_folder
 from drlib.results import CheckRecord, DrillResults, ExecutionInfo
 from drlib.results import Evidence as EvidenceRecord
 from drlib.scenarios import postgres_database_loss, redis_loss, storage_loss, verify_restore
-from drlib.scenarios.base import Scenario
+from drlib.scenarios.base import Scenario, refuse_without
 from drlib.secrets import looks_like_secret_name, redact
 from drlib.steps import Outcome
 from drlib.terminal import Say, step_printer
@@ -79,6 +79,8 @@ class Operation:
     settable: tuple[str, ...] = ()
     #: checks before the first step (raise to refuse)
     preflight: Preflight | None = None
+    #: optional components the command cannot do without (a runbook refuses without its own ``needs``)
+    needs: tuple[Component, ...] = ()
 
     @property
     def name(self) -> str:
@@ -139,6 +141,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         steps=("storage_verification",),
         settable=("failure_time", "storage_backup", "storage_kind"),
         preflight=_named_storage_backup,
+        needs=("storage",),  # without it the step is only "not configured": nothing would be verified
     ),
     ("verify", "redis"): Operation(
         "verify",
@@ -294,6 +297,7 @@ def _objectives(record: RunRecord, profile: Profile, op: Operation) -> None:
 
 
 def _preflight(run: _Run, profile: Profile, given: dict[str, Any]) -> None:
+    refuse_without(profile, run.op.needs, what=run.op.command)
     if run.op.preflight is None:
         return
     resolved = validate(run.op.scenario.params, {**given, "profile": profile.name}, scenario=run.op.scenario.id)

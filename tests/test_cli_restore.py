@@ -23,6 +23,7 @@ from drlib.cli import main
 from drlib.drill import stack_key
 from drlib.exceptions import DrillLocked
 from drlib.lock import acquire
+from drlib.postgres.backup import backup_database
 from drlib.postgres.catalogue import list_backups
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.manifest import manifest_path
@@ -34,6 +35,8 @@ from drlib.report import verify_checksums
 from drlib.results import SCHEMA_FILE, DrillResults
 from drlib.secrets import read_secrets_file
 from drlib.storage.backup import archive_local
+from tests import test_not_configured
+from tests.test_not_configured import shop, shop_profile  # noqa: F401 (fixtures: a database-only profile)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -384,3 +387,22 @@ def test_verify_redis_fails_after_keys_are_deleted_and_restore_redis_brings_them
     assert restored.exit_code == 0, restored.output
     assert "PASSED  verify_redis (" in restored.output
     assert redis_client(profile).exists(*sessions[:3]) == 3
+
+
+# -- a profile without an application, Redis or storage ---------------------------------------------
+def test_a_database_only_profile_restores_its_database_and_refuses_what_it_lacks(shop_profile) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    target = PgTarget.from_profile(shop_profile)
+    backup_database(target=target, backup_dir=shop_profile.backups.postgres_dir, prefix=shop_profile.backups.prefix)
+    folders = report_folders()
+    restored = drlib("restore", "database", "--env", "shop", "--confirm", "-p", "drop_old_database", "true")
+    assert restored.exit_code == 0, restored.output
+    assert "NOT CONFIGURED stop_application (" in restored.output and "PASSED: restore_database" in restored.output
+    steps = {s.name: s.status for s in results_of(new_report(folders)).steps}
+    assert {steps[name] for name in test_not_configured.APP_STEPS} == {"not_configured"} and steps[
+        "restore_database"
+    ] == "passed"
+    assert drlib("verify", "database", "--env", "shop").exit_code == 0
+    for args in (["restore", "redis"], ["restore", "storage", "--confirm"], ["verify", "storage"], ["verify", "redis"]):
+        refused = drlib(*args, "--env", "shop")
+        assert refused.exit_code == 3, refused.output
+        assert "error [not-configured]: " in refused.output and "no [" in refused.output, refused.output
