@@ -211,11 +211,18 @@ def index_entry(root: Path, folder: Path) -> dict[str, Any]:
     }
 
 
+def _newest_first(entry: dict[str, Any]) -> tuple[str, str, str]:
+    """Day and second from the folder's name, then the exact start: two runs in one second (a verification
+    right after a drill) are in the order they started, not in the order of their names."""
+    day, _, name = str(entry["folder"]).partition("/")
+    return day, name[:6], str(entry.get("started_at", ""))
+
+
 def write_index(root: Path) -> Path:
     """``index.html`` and ``index.json`` over every report folder under ``root``, newest first; a folder
     without readable results is listed as ``incomplete``, never skipped."""
-    folders = sorted((p for p in root.glob("*/*") if p.is_dir() and p.parent.name[:1].isdigit()), reverse=True)
-    entries = [index_entry(root, folder) for folder in folders]
+    folders = [p for p in root.glob("*/*") if p.is_dir() and p.parent.name[:1].isdigit()]
+    entries = sorted((index_entry(root, folder) for folder in folders), key=_newest_first, reverse=True)
     (root / "index.json").write_text(json.dumps(entries, indent=2), encoding="utf-8")
     rows = "".join(
         f"<tr><td><a href='{html.escape(e['folder'])}/report.html'>{html.escape(str(e.get('started_at')))}</a></td>"

@@ -251,6 +251,19 @@ def test_a_restore_is_refused_while_a_drill_holds_the_stack(healthy_sandbox, tar
     assert counts(target) == before and healthy_sandbox.api_running()
 
 
+def test_two_runs_in_one_second_are_indexed_in_the_order_they_started(tmp_path: Path) -> None:
+    from drlib.report import write_index
+
+    template = DrillResults.load(REPO / "tests" / "data" / "results-schema1.json")
+    for name, started in (("zz_first", "2026-11-26T16:32:39.1+00:00"), ("aa_second", "2026-11-26T16:32:39.9+00:00")):
+        folder = tmp_path / "2026-11-26" / f"163239-{name}"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(template.model_copy(update={"started_at": started}).to_json())
+    write_index(tmp_path)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [e["folder"] for e in index] == ["2026-11-26/163239-aa_second", "2026-11-26/163239-zz_first"]
+
+
 # -- signals ---------------------------------------------------------------------------------------
 def slow_pg_restore(tmp_path: Path) -> tuple[Path, Path]:
     """A PostgreSQL bin folder whose pg_restore, when it restores into a database, runs the real one and
