@@ -252,13 +252,16 @@ class PostgresDatabaseLoss(Runbook):
             "seconds": round(restored.seconds, 2),
             "jobs": jobs,
         }
-        if swap.old_database and self.values["drop_old_database"]:
+        dropped = bool(swap.old_database and self.values["drop_old_database"])
+        if dropped and swap.old_database:
             facts["dropped"] = drop_old_database(target=self.target, name=swap.old_database, confirm=True)
-        self.set_state(
-            "database",
-            f"{swap.database} restored from {verified.backup.name}"
-            + (f"; the replaced one kept as {swap.old_database}" if swap.old_database else ""),
+            facts["old_database_kept"] = f"none ({swap.old_database} dropped: drop_old_database = True)"
+        replaced = (
+            f"; the replaced one {'was dropped' if dropped else 'kept as'} {swap.old_database}"
+            if swap.old_database
+            else ""
         )
+        self.set_state("database", f"{swap.database} restored from {verified.backup.name}{replaced}")
         self.evidence.note(
             "restore",
             {"option": "B", "seconds": restored.seconds, "database": swap.database, "old_database": swap.old_database},
