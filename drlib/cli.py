@@ -16,7 +16,7 @@ import click
 
 from drlib import __version__
 from drlib.cli_restore import restore, verify
-from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors
+from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors, parameter_option
 
 EXIT_DRILL_FAILED = EXIT_CHECK_FAILED
 __all__ = ["EXIT_DRILL_FAILED", "EXIT_DRLIB_ERROR", "handles_errors", "main"]
@@ -124,15 +124,7 @@ def drill_list() -> None:
 @click.argument("scenarios", nargs=-1)
 @click.option("--plan", help="run a named set of scenarios (monthly, quarterly, annually)")
 @click.option("--env", "environment", help="profile to drill (default: sandbox)")
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    type=(str, str),
-    multiple=True,
-    metavar="NAME VALUE",
-    help="notebook parameter, repeatable",
-)
+@parameter_option("notebook parameter, repeatable")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, error_line, exit_code, handles_errors
+from drlib.terminal import (
+    EXIT_CHECK_FAILED,
+    EXIT_DRLIB_ERROR,
+    error_line,
+    exit_code,
+    handles_errors,
+    parameter_option,
+)
 
 if TYPE_CHECKING:
     from drlib.results import DrillResults
@@ -31,15 +38,7 @@ def _shared_options(func: F) -> F:
             click.option(
                 "--backup", help="backup to use: a file or backup name (default: the newest before failure_time)"
             ),
-            click.option(
-                "-p",
-                "--parameter",
-                "parameters",
-                type=(str, str),
-                multiple=True,
-                metavar="NAME VALUE",
-                help="any other runbook parameter, repeatable (an unknown NAME lists the valid ones)",
-            ),
+            parameter_option("any other runbook parameter, repeatable (an unknown NAME lists the valid ones)"),
             click.option(
                 "--json", "as_json", is_flag=True, help="print the results as JSON on stdout (progress to stderr)"
             ),

@@ -27,6 +27,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 Say = Callable[..., None]
 
 
+def parameter_option(help_text: str) -> Callable[[F], F]:
+    """``-p NAME VALUE``, repeatable: a runbook parameter (drills, restores and verifications alike)."""
+    option: Callable[[F], F] = click.option(
+        "-p", "--parameter", "parameters", type=(str, str), multiple=True, metavar="NAME VALUE", help=help_text
+    )
+    return option
+
+
 def error_line(code: str | None, message: str) -> str:
     """``error [code]: message``, the way every drlib error reaches the terminal."""
     return f"error [{code or 'drlib-error'}]: {message}"

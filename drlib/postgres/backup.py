@@ -21,12 +21,11 @@ from drlib import __version__
 from drlib.exceptions import DrlibError
 from drlib.postgres.catalog import discover_foreign_keys, discover_tables
 from drlib.postgres.connection import PgTarget, sql_errors, start_pg_tool
-from drlib.postgres.content import TableContent, read_contents
+from drlib.postgres.content import read_contents
 from drlib.postgres.fingerprint import read_schema, read_sequence_values
 from drlib.postgres.globals import ROLES_SUFFIX, read_database_properties, read_roles, write_roles_file
 from drlib.postgres.manifest import (
     BackupManifest,
-    TableStats,
     dump_checksums,
     manifest_path,
     write_manifest,
@@ -145,7 +144,7 @@ def backup_database(
             server_version=str(server_version),
             pg_dump_version=program_version("pg_dump"),
             database_size_bytes=int(db_size),
-            tables={table: _stats(content) for table, content in contents.items()},
+            tables=contents,
             foreign_keys=[fk.label for fk in fks],
             foreign_key_specs=[dataclasses.asdict(fk) for fk in fks],
             files=files,
@@ -167,18 +166,6 @@ def backup_database(
             "then take the backup again"
         ) from exc
     return Backup(path=final, created_at=snapshot_time.astimezone(UTC), manifest=manifest)
-
-
-def _stats(content: TableContent) -> TableStats:
-    return TableStats(
-        rows=content.rows,
-        newest_created_at=content.newest,
-        newest_column=content.newest_column,
-        content=content.content,
-        content_skipped=content.content_skipped,
-        size_bytes=content.size_bytes,
-        seconds=content.seconds,
-    )
 
 
 def _remove(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Row counts, newest rows and the content fingerprint of every table, read in parallel.
+"""Row counts, newest rows and the content fingerprint of every table, read in parallel (as the
+manifest's :class:`~drlib.postgres.manifest.TableStats`).
 
 The content fingerprint of a table is ``sum(hashtextextended(row::text, 0))`` over its rows: an
 order-independent 64-bit hash sum that changes when any row changes in place, not only when rows
@@ -14,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TypeVar
 
@@ -24,6 +24,7 @@ from psycopg import sql
 from drlib.config import DatabaseSettings
 from drlib.postgres.catalog import Table, matches
 from drlib.postgres.connection import PgTarget, sql_errors
+from drlib.postgres.manifest import TableStats
 from drlib.units import format_bytes
 
 T = TypeVar("T")
@@ -38,19 +39,6 @@ STABLE_OUTPUT = (
     "SET lc_monetary = 'C'",
     "SELECT set_config('search_path', '', false)",
 )
-
-
-@dataclass(frozen=True)
-class TableContent:
-    """What one table holds: rows, newest row, and (unless skipped) its content fingerprint."""
-
-    rows: int
-    newest: str | None
-    newest_column: str | None
-    content: str | None
-    content_skipped: str
-    size_bytes: int
-    seconds: float
 
 
 def wants_content(table: Table, settings: DatabaseSettings, *, everything: bool = False) -> str:
@@ -139,23 +127,23 @@ def read_contents(
     snapshot: str | None = None,
     content: bool = True,
     everything: bool = False,
-) -> dict[str, TableContent]:
+) -> dict[str, TableStats]:
     """Rows, newest row and (with ``content``) the content fingerprint of each table, ``jobs`` at a time.
 
     ``snapshot``: an exported snapshot every worker joins (the backup's); without it each worker
     reads in its own repeatable-read transaction. ``everything``: fingerprint tables over the limit too."""
     ordered = sorted(tables, key=lambda t: t.size_bytes, reverse=True)
 
-    def reader(table: Table) -> Callable[[psycopg.Connection], TableContent]:
+    def reader(table: Table) -> Callable[[psycopg.Connection], TableStats]:
         skipped = wants_content(table, settings, everything=everything) if content else "not asked for"
 
-        def read(conn: psycopg.Connection) -> TableContent:
+        def read(conn: psycopg.Connection) -> TableStats:
             started = time.monotonic()
             row = conn.execute(table_query(table, content=not skipped)).fetchone()
             assert row is not None
-            return TableContent(
+            return TableStats(
                 rows=int(row[0]),
-                newest=_iso(row[1]),
+                newest_created_at=_iso(row[1]),
                 newest_column=table.newest_row_column,
                 content=None if skipped else str(row[2]),
                 content_skipped=skipped,

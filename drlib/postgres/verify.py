@@ -29,7 +29,7 @@ from drlib.exceptions import DrlibError
 from drlib.postgres.catalog import ForeignKey, Table, discover_foreign_keys, discover_tables
 from drlib.postgres.check_sets import hand_written_orphan_checks, required_tables
 from drlib.postgres.connection import PgTarget
-from drlib.postgres.content import TableContent, parallel_reads, read_contents
+from drlib.postgres.content import parallel_reads, read_contents
 from drlib.postgres.fingerprint import compare, read_schema, read_sequence_values
 from drlib.postgres.globals import DatabaseProperties, describe_roles, read_database_properties
 from drlib.postgres.manifest import BackupManifest, TableStats
@@ -147,7 +147,7 @@ def _required_tables(settings: DatabaseSettings, tables: list[Table]) -> CheckRe
     )
 
 
-def _table_checks(manifest: BackupManifest, contents: dict[str, TableContent], *, exact: bool) -> list[CheckResult]:
+def _table_checks(manifest: BackupManifest, contents: dict[str, TableStats], *, exact: bool) -> list[CheckResult]:
     results = []
     for table, expected in manifest.tables.items():
         observed = contents.get(table)
@@ -158,7 +158,7 @@ def _table_checks(manifest: BackupManifest, contents: dict[str, TableContent], *
     return results
 
 
-def _content_cost(contents: dict[str, TableContent], *, seconds: float, jobs: int) -> CheckResult:
+def _content_cost(contents: dict[str, TableStats], *, seconds: float, jobs: int) -> CheckResult:
     """What reading every table cost (rows, newest rows and content fingerprints in one pass)."""
     done = [c for c in contents.values() if c.content is not None]
     size = sum(c.size_bytes for c in done)
@@ -172,7 +172,7 @@ def _content_cost(contents: dict[str, TableContent], *, seconds: float, jobs: in
     )
 
 
-def _row_count(table: str, expected: TableStats, observed: TableContent | None, *, exact: bool) -> CheckResult:
+def _row_count(table: str, expected: TableStats, observed: TableStats | None, *, exact: bool) -> CheckResult:
     rows = observed.rows if observed else -1
     return check(
         f"row_count:{table}",
@@ -183,7 +183,7 @@ def _row_count(table: str, expected: TableStats, observed: TableContent | None, 
     )
 
 
-def _content(table: str, expected: TableStats, observed: TableContent | None) -> CheckResult:
+def _content(table: str, expected: TableStats, observed: TableStats | None) -> CheckResult:
     name = f"content:{table}"
     if expected.content is None:
         why = expected.content_skipped or "the backup has no content fingerprint (taken by an older drlib)"
@@ -204,7 +204,7 @@ def _ts(value: str) -> datetime | str:
         return value
 
 
-def _newest_row(table: str, expected: TableStats, observed: TableContent | None, *, exact: bool) -> CheckResult:
+def _newest_row(table: str, expected: TableStats, observed: TableStats | None, *, exact: bool) -> CheckResult:
     name = f"newest_row:{table}"
     column = expected.newest_column if expected.newest_column or expected.newest_created_at is None else "created_at"
     if column is None:
@@ -216,7 +216,7 @@ def _newest_row(table: str, expected: TableStats, observed: TableContent | None,
             detail=f"no timestamp column found: set database.newest_row_columns.'{table}' in the profile to check it",
             warn_only=True,
         )
-    got = observed.newest if observed else None
+    got = observed.newest_created_at if observed else None
     newest = expected.newest_created_at
     if newest is None:
         ok = got is None if exact else True
