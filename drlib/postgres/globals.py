@@ -46,6 +46,9 @@ class DatabaseProperties:
     encoding: str
     collate: str
     ctype: str
+    locale_provider: str = "libc"
+    icu_locale: str | None = None
+    tablespace: str = "pg_default"
 
     def described(self) -> dict[str, str]:
         """One comparable line per property (what verify compares and reports show)."""
@@ -59,6 +62,8 @@ class DatabaseProperties:
             "connection limit": str(self.connection_limit),
             "encoding": self.encoding,
             "collation": f"{self.collate} / {self.ctype}",
+            "locale provider": self.locale_provider + (f" ({self.icu_locale})" if self.icu_locale else ""),
+            "tablespace": self.tablespace,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +77,9 @@ class DatabaseProperties:
             "encoding": self.encoding,
             "collate": self.collate,
             "ctype": self.ctype,
+            "locale_provider": self.locale_provider,
+            "icu_locale": self.icu_locale,
+            "tablespace": self.tablespace,
         }
 
     @classmethod
@@ -97,12 +105,14 @@ def read_database_properties(conn: psycopg.Connection) -> DatabaseProperties:
                ARRAY(SELECT ARRAY[pg_get_userbyid(s.setrole), array_to_string(s.setconfig, chr(10))]
                        FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0 ORDER BY 1),
                shobj_description(d.oid, 'pg_database'), d.datconnlimit,
-               pg_encoding_to_char(d.encoding), d.datcollate, d.datctype
+               pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
+               CASE d.datlocprovider WHEN 'i' THEN 'icu' ELSE 'libc' END, d.daticulocale,
+               (SELECT spcname FROM pg_tablespace WHERE oid = d.dattablespace)
           FROM pg_database d WHERE d.datname = current_database()
         """
     ).fetchone()
     assert row is not None
-    owner, grants, settings, role_settings, comment, limit, encoding, collate, ctype = row
+    owner, grants, settings, role_settings, comment, limit, encoding, collate, ctype, provider, icu, space = row
     return DatabaseProperties(
         owner=owner,
         grants=[(g, p, w == "true") for g, p, w in grants],
@@ -113,6 +123,9 @@ def read_database_properties(conn: psycopg.Connection) -> DatabaseProperties:
         encoding=encoding,
         collate=collate,
         ctype=ctype,
+        locale_provider=provider,
+        icu_locale=icu,
+        tablespace=space,
     )
 
 
