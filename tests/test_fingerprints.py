@@ -356,3 +356,48 @@ def test_option_a_puts_back_the_database_properties_and_every_row(sandbox: Sandb
         assert checks.passed, repr(Checks(c for c in checks if c.status != "pass"))
     finally:
         drop_rich_database(rich)
+
+
+@pytest.mark.parametrize("option", ["A", "B"])
+def test_hostile_database_properties_are_applied_as_values_never_as_code(
+    sandbox: Sandbox, tmp_path: Path, option: str
+) -> None:
+    """A role that may only connect sets values that would close a DO block and run `\\!` in psql."""
+    server = PgTarget.from_profile(load_profile("sandbox"))
+    rich = create_rich_database(server)
+    proof = tmp_path / "pwned"
+    db = f'"{rich.target.name}"'
+    try:
+        for statement in (
+            f"ALTER ROLE \"{rich.reader}\" IN DATABASE {db} SET application_name = 'x$drlib$ \\! touch {proof} #'",
+            f"COMMENT ON DATABASE {db} IS E'it''s $drlib$ \\\\! touch {proof}\\n'",
+            f"ALTER DATABASE {db} SET search_path = sales, public",
+            f"ALTER DATABASE {db} SET statement_timeout = '5min'",
+        ):
+            run(rich.target, statement)
+        backup = backup_database(target=rich.target, backup_dir=tmp_path / "b")
+        with rich.target.connect() as conn:
+            before = read_database_properties(conn)
+        run(rich.target, f"ALTER DATABASE {db} RESET ALL")
+        if option == "A":
+            result = restore_in_place(verify_backup(backup), target=rich.target, confirm=True)
+            restored = rich.target
+        else:
+            result = restore_to_new_database(verify_backup(backup), target=rich.target, jobs=2, confirm=True)
+            assert isinstance(result, RestoreResult)
+            restored = rich.target.with_database(result.database)
+        assert isinstance(result, RestoreResult)
+        assert not proof.exists()
+        with restored.connect() as conn:
+            after = read_database_properties(conn)
+            path = conn.execute("SELECT setting FROM pg_settings WHERE name = 'search_path'").fetchone()
+        assert after.settings == before.settings and after.role_settings == before.role_settings
+        assert after.comment == before.comment
+        assert path is not None and path[0] == "sales, public"  # two schemas, not one named "sales, public"
+        assert verify_database(target=restored, manifest=backup.manifest).passed
+    finally:
+        with server.maintenance.connect() as conn:
+            names = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{rich.target.name}_%",))
+            for (name,) in names.fetchall():
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_rich_database(rich)

@@ -11,6 +11,7 @@ and reports only ever see role names and attributes.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass, field
@@ -89,24 +90,39 @@ class DatabaseProperties:
         unknown = [p for _, p, _ in values["grants"] if p not in DATABASE_PRIVILEGES]
         if unknown:
             raise ValueError(f"unknown database privilege {unknown[0]!r}")
+        texts = [values.get(k) for k in ("owner", "encoding", "collate", "ctype", "locale_provider", "tablespace")]
+        settings = [*values["settings"], *(x for v in values["role_settings"].values() for x in v)]
+        if (
+            not all(isinstance(t, str) for t in texts)
+            or not isinstance(values["connection_limit"], int)
+            or not isinstance(values.get("comment"), str | None)
+            or not all(isinstance(x, str) for x in settings)
+        ):
+            raise ValueError("a database property has the wrong type")
         return cls(**values)
 
 
 def read_database_properties(conn: psycopg.Connection) -> DatabaseProperties:
     """The properties of the database ``conn`` is connected to."""
+    version = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    locale = (  # the locale provider came with PostgreSQL 15
+        "CASE d.datlocprovider WHEN 'i' THEN 'icu' ELSE 'libc' END, d.daticulocale"
+        if version and version[0] >= 150000
+        else "'libc', NULL::text"
+    )
     row = conn.execute(
-        """
+        f"""
         SELECT pg_get_userbyid(d.datdba),
                ARRAY(SELECT ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
                                   a.privilege_type, a.is_grantable::text]
                        FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a ORDER BY 1),
                coalesce((SELECT s.setconfig FROM pg_db_role_setting s
-                          WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}'),
-               ARRAY(SELECT ARRAY[pg_get_userbyid(s.setrole), array_to_string(s.setconfig, chr(10))]
-                       FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0 ORDER BY 1),
+                          WHERE s.setdatabase = d.oid AND s.setrole = 0), '{{}}'),
+               (SELECT coalesce(jsonb_object_agg(pg_get_userbyid(s.setrole), to_jsonb(s.setconfig)), '{{}}')
+                  FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole <> 0),
                shobj_description(d.oid, 'pg_database'), d.datconnlimit,
                pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
-               CASE d.datlocprovider WHEN 'i' THEN 'icu' ELSE 'libc' END, d.daticulocale,
+               {locale},
                (SELECT spcname FROM pg_tablespace WHERE oid = d.dattablespace)
           FROM pg_database d WHERE d.datname = current_database()
         """
@@ -117,7 +133,7 @@ def read_database_properties(conn: psycopg.Connection) -> DatabaseProperties:
         owner=owner,
         grants=[(g, p, w == "true") for g, p, w in grants],
         settings=sorted(settings),
-        role_settings={role: text.split("\n") for role, text in role_settings},
+        role_settings={role: list(values) for role, values in role_settings.items()},
         comment=comment,
         connection_limit=int(limit),
         encoding=encoding,
@@ -129,59 +145,89 @@ def read_database_properties(conn: psycopg.Connection) -> DatabaseProperties:
     )
 
 
+#: settings whose value is a list of items quoted one by one (as pg_dump's variable_is_guc_list_quote)
+LIST_SETTINGS = (
+    "search_path",
+    "temp_tablespaces",
+    "local_preload_libraries",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "unix_socket_directories",
+)
+
+#: Fixed code that applies the properties it decodes from a base64 JSON payload: no value from a backup
+#: is ever spliced into SQL text (the text also passes through psql in Option A, so neither quotes,
+#: dollar tags nor backslash commands in a value can escape). Roles that do not exist are skipped
+#: (verify then names what differs).
+_APPLY_PROPERTIES = """DO $drlib$
+DECLARE
+  p jsonb := convert_from(decode('{payload}', 'base64'), 'UTF8')::jsonb;
+  db text := current_database();
+  r record; g jsonb; item record; k text; v text;
+BEGIN
+  IF to_regrole(quote_ident(p->>'owner')) IS NOT NULL THEN
+    EXECUTE format('ALTER DATABASE %I OWNER TO %I', db, p->>'owner');
+  END IF;
+  FOR r IN SELECT DISTINCT a.grantee FROM pg_database d,
+           aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a WHERE d.datname = db LOOP
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM %s', db,
+                   CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);
+  END LOOP;
+  FOR g IN SELECT * FROM jsonb_array_elements(p->'grants') LOOP
+    IF g->>1 NOT IN ('CREATE', 'CONNECT', 'TEMPORARY') THEN
+      RAISE EXCEPTION 'unknown database privilege in the backup: %', g->>1;
+    END IF;
+    IF g->>0 = 'PUBLIC' OR to_regrole(quote_ident(g->>0)) IS NOT NULL THEN
+      EXECUTE format('GRANT %s ON DATABASE %I TO %s%s', g->>1, db,
+                     CASE WHEN g->>0 = 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(g->>0) END,
+                     CASE WHEN (g->>2)::boolean THEN ' WITH GRANT OPTION' ELSE '' END);
+    END IF;
+  END LOOP;
+  EXECUTE format('ALTER DATABASE %I RESET ALL', db);
+  FOR r IN SELECT pg_get_userbyid(s.setrole) AS role FROM pg_db_role_setting s JOIN pg_database d
+           ON d.oid = s.setdatabase WHERE d.datname = db AND s.setrole <> 0 LOOP
+    EXECUTE format('ALTER ROLE %I IN DATABASE %I RESET ALL', r.role, db);
+  END LOOP;
+  FOR item IN SELECT NULL::text AS role, x AS setting FROM jsonb_array_elements_text(p->'settings') x
+              UNION ALL
+              SELECT o.key, x FROM jsonb_each(p->'role_settings') o, jsonb_array_elements_text(o.value) x LOOP
+    CONTINUE WHEN item.role IS NOT NULL AND to_regrole(quote_ident(item.role)) IS NULL;
+    k := split_part(item.setting, '=', 1);
+    v := substr(item.setting, length(k) + 2);
+    IF lower(k) IN ({list_settings}) THEN
+      SELECT string_agg(quote_literal(CASE WHEN btrim(e) LIKE '"%"'
+                                           THEN replace(substr(btrim(e), 2, length(btrim(e)) - 2), '""', '"')
+                                           ELSE btrim(e) END), ', ')
+        INTO v FROM regexp_split_to_table(v, ',') e;
+    ELSE
+      v := quote_literal(v);
+    END IF;
+    IF item.role IS NULL THEN
+      EXECUTE format('ALTER DATABASE %I SET %I = %s', db, k, v);
+    ELSE
+      EXECUTE format('ALTER ROLE %I IN DATABASE %I SET %I = %s', item.role, db, k, v);
+    END IF;
+  END LOOP;
+  EXECUTE format('COMMENT ON DATABASE %I IS %L', db, p->>'comment');
+  EXECUTE format('ALTER DATABASE %I WITH CONNECTION LIMIT %s', db, (p->>'connection_limit')::int);
+END $drlib$;
+"""
+
+
 def database_properties_sql(props: DatabaseProperties) -> str:
     """SQL that gives the current database ``props`` (owner, privileges, settings, comment, limit).
 
     Run while connected to the database being restored; it names it by ``current_database()``, so it
-    works under a temporary name too."""
-    statements = [
-        "DO $drlib$ DECLARE db text := current_database(); r record; BEGIN",
-        f"  EXECUTE format('ALTER DATABASE %I OWNER TO %I', db, {_lit(props.owner)});",
-        "  FOR r IN SELECT DISTINCT a.grantee FROM pg_database d,"
-        " aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a WHERE d.datname = db LOOP",
-        "    EXECUTE format('REVOKE ALL ON DATABASE %I FROM %s', db,"
-        " CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);",
-        "  END LOOP;",
-    ]
-    for grantee, privilege, grantable in props.grants:
-        who = "'PUBLIC'" if grantee == "PUBLIC" else f"quote_ident({_lit(grantee)})"
-        option = " WITH GRANT OPTION" if grantable else ""
-        statements.append(f"  EXECUTE format('GRANT {privilege} ON DATABASE %I TO %s{option}', db, {who});")
-    statements += [
-        "  EXECUTE format('ALTER DATABASE %I RESET ALL', db);",
-        "  FOR r IN SELECT pg_get_userbyid(s.setrole) AS role FROM pg_db_role_setting s JOIN pg_database d"
-        " ON d.oid = s.setdatabase WHERE d.datname = db AND s.setrole <> 0 LOOP",
-        "    EXECUTE format('ALTER ROLE %I IN DATABASE %I RESET ALL', r.role, db);",
-        "  END LOOP;",
-    ]
-    for setting in props.settings:
-        name, _, value = setting.partition("=")
-        statements.append(f"  EXECUTE format('ALTER DATABASE %I SET %I = %L', db, {_lit(name)}, {_lit(value)});")
-    for role, settings in props.role_settings.items():
-        for setting in settings:
-            name, _, value = setting.partition("=")
-            statements.append(
-                f"  EXECUTE format('ALTER ROLE %I IN DATABASE %I SET %I = %L', {_lit(role)}, db, "
-                f"{_lit(name)}, {_lit(value)});"
-            )
-    if props.comment is None:
-        statements.append("  EXECUTE format('COMMENT ON DATABASE %I IS NULL', db);")
-    else:
-        statements.append(f"  EXECUTE format('COMMENT ON DATABASE %I IS %L', db, {_lit(props.comment)});")
-    statements.append(f"  EXECUTE format('ALTER DATABASE %I WITH CONNECTION LIMIT {int(props.connection_limit)}', db);")
-    statements.append("END $drlib$;")
-    return "\n".join(statements) + "\n"
-
-
-def _lit(value: str) -> str:
-    """A SQL string literal (for the generated DO block)."""
-    return "'" + value.replace("'", "''") + "'"
+    works under a temporary name too. The values travel base64-encoded, never as SQL text."""
+    payload = base64.b64encode(json.dumps(props.to_dict()).encode()).decode()
+    listed = ", ".join(f"'{name}'" for name in LIST_SETTINGS)
+    return _APPLY_PROPERTIES.replace("{payload}", payload).replace("{list_settings}", listed)
 
 
 # -- roles -------------------------------------------------------------------------------------
 
 _ROLE_COLUMNS = """r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin,
-       r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil,
+       r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil::text, coalesce(r.rolconfig, '{}'),
        ARRAY(SELECT pg_get_userbyid(m.roleid) FROM pg_auth_members m WHERE m.member = r.oid ORDER BY 1)"""
 _USED_ROLES = f"""
 WITH RECURSIVE used(oid) AS (
@@ -222,6 +268,8 @@ class Role:
     connection_limit: int = -1
     valid_until: str | None = None
     member_of: tuple[str, ...] = ()
+    #: ``ALTER ROLE … SET`` settings (all databases), as ``name=value``
+    settings: tuple[str, ...] = ()
     password_hash: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -234,7 +282,8 @@ class Role:
 
     def described(self) -> str:
         member = f"; member of {', '.join(self.member_of)}" if self.member_of else ""
-        return self.attributes + member
+        settings = f"; settings {', '.join(self.settings)}" if self.settings else ""
+        return self.attributes + member + settings
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -243,6 +292,7 @@ class Role:
             "connection_limit": self.connection_limit,
             "valid_until": self.valid_until,
             "member_of": list(self.member_of),
+            "settings": list(self.settings),
             "password_hash": self.password_hash,
         }
 
@@ -259,12 +309,13 @@ class Role:
             raise ValueError(f"role {data['name']!r}: connection_limit is not a number")
         if not isinstance(until, str | None) or not isinstance(password, str | None):
             raise ValueError(f"role {data['name']!r}: valid_until and password_hash must be text")
-        members = data["member_of"]
-        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise ValueError(f"role {data['name']!r}: member_of must be a list of names")
+        members, settings = data["member_of"], data.get("settings", [])
+        for listed in (members, settings):
+            if not isinstance(listed, list) or not all(isinstance(m, str) for m in listed):
+                raise ValueError(f"role {data['name']!r}: member_of and settings must be lists of text")
         if password:
             register_secret(password)
-        return cls(data["name"], dict(flags), limit, until, tuple(members), password)
+        return cls(data["name"], dict(flags), limit, until, tuple(members), tuple(settings), password)
 
 
 _FLAG_COLUMNS = (
@@ -279,7 +330,7 @@ _FLAG_COLUMNS = (
 
 
 def _role(row: tuple[Any, ...], hashes: dict[str, str]) -> Role:
-    name, *flag_values, limit, until, member = row
+    name, *flag_values, limit, until, settings, member = row
     secret = hashes.get(name)
     if secret:
         register_secret(secret)
@@ -287,7 +338,8 @@ def _role(row: tuple[Any, ...], hashes: dict[str, str]) -> Role:
         name=name,
         flags=dict(zip(ROLE_FLAGS, (bool(v) for v in flag_values), strict=True)),
         connection_limit=int(limit),
-        valid_until=until.isoformat() if until is not None else None,
+        valid_until=until,
+        settings=tuple(settings),
         member_of=tuple(member),
         password_hash=secret,
     )
@@ -330,10 +382,19 @@ def create_missing_roles(conn: psycopg.Connection, roles: list[Role]) -> list[st
         conn.execute(statement)
         created.append(role.name)
     for role in roles:
+        if role.name not in created:  # an existing role is left exactly as it is
+            continue
         for parent in role.member_of:
-            member = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (role.name, parent)).fetchone()
-            if member and not member[0]:
+            exists = conn.execute("SELECT to_regrole(quote_ident(%s))", (parent,)).fetchone()
+            if exists and exists[0] is not None:
                 conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(parent), sql.Identifier(role.name)))
+        for setting in role.settings:
+            name, _, value = setting.partition("=")
+            items = [item.strip().strip('"') for item in value.split(",")] if name.lower() in LIST_SETTINGS else [value]
+            values = sql.SQL(", ").join(sql.Literal(item) for item in items)
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET {} = {}").format(sql.Identifier(role.name), sql.Identifier(name), values)
+            )
     return created
 
 
