@@ -107,3 +107,21 @@ def test_a_wrong_password_in_database_url_is_named_as_such(
     code, out = run("backup", "create", "--env", "byurl")
     assert code == 3 and "error [credentials]" in out
     assert "Check the password in DATABASE_URL." in out and "wrong-pw-123" not in out
+
+
+def test_verify_database_without_any_backup_fails_saying_so(
+    healthy_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    sandbox = load_profile("sandbox")
+    db = sandbox.database
+    config = tmp_path / "drlib.toml"
+    config.write_text(
+        f'[profiles.nobackups]\nsecrets_file = "{sandbox.secrets_file}"\n'
+        f'[profiles.nobackups.database]\nhost = "{db.host}"\nport = {db.port}\nuser = "{db.user}"\n'
+        f'name = "{db.name}"\npassword_secret = "{db.password_secret}"\n'
+        f'[profiles.nobackups.backups]\npostgres_dir = "{tmp_path / "empty"}"\n'
+    )
+    monkeypatch.setenv("DRLIB_CONFIG", str(config))
+    code, out = run("verify", "database", "--env", "nobackups", "--reports", str(tmp_path / "reports"))
+    assert code == 1, out
+    assert "backup_manifest" in out

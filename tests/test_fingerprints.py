@@ -401,3 +401,62 @@ def test_hostile_database_properties_are_applied_as_values_never_as_code(
             for (name,) in names.fetchall():
                 conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         drop_rich_database(rich)
+
+
+def test_infinite_and_odd_values_back_up_restore_and_verify_clean(sandbox: Sandbox, tmp_path: Path) -> None:
+    server = PgTarget.from_profile(load_profile("sandbox"))
+    rich = create_rich_database(server)
+    copy = f"{rich.target.name}_b"
+    try:
+        for statement in (
+            f"ALTER ROLE \"{rich.reader}\" VALID UNTIL 'infinity'",
+            "INSERT INTO public.\"Artist\" (name, created_at) VALUES ('forever', 'infinity')",
+            "CREATE TABLE public.parent (id int, name text)",
+            "CREATE TABLE public.child (extra int) INHERITS (public.parent)",
+            "ALTER TABLE public.parent ADD COLUMN z int",  # a restore orders child's columns differently
+            "INSERT INTO public.child VALUES (1, 'a', 7, 9)",
+            "CREATE TABLE public.events (id int, at date)",
+            "INSERT INTO public.events VALUES (1, '0044-03-15 BC')",
+        ):
+            run(rich.target, statement)
+        backup = backup_database(target=rich.target, backup_dir=tmp_path)
+        assert backup.manifest is not None
+        assert backup.manifest.tables['public."Artist"'].newest_created_at == "infinity"
+        result = restore_to_new_database(verify_backup(backup), target=rich.target, jobs=2, confirm=True, new_name=copy)
+        assert isinstance(result, RestoreResult)
+        checks = verify_database(target=rich.target.with_database(copy), manifest=backup.manifest)
+        assert checks.passed, repr(Checks(c for c in checks if c.status == "fail"))
+        live = verify_database(target=rich.target, manifest=backup.manifest, exact=False)
+        assert live.passed, repr(Checks(c for c in live if c.status == "fail"))
+    finally:
+        drop_rich_database(rich, also=(copy,))
+
+
+def test_backups_in_the_same_second_each_get_their_own_name(sandbox: Sandbox, tmp_path: Path) -> None:
+    import threading
+
+    server = PgTarget.from_profile(load_profile("sandbox"))
+    rich = create_rich_database(server)
+    outcomes: list[object] = []
+
+    def take() -> None:
+        try:
+            outcomes.append(backup_database(target=rich.target, backup_dir=tmp_path))
+        except Exception as exc:  # the loser of a same-second race
+            outcomes.append(exc)
+
+    try:
+        for _ in range(3):
+            threads = [threading.Thread(target=take) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        made = [o for o in outcomes if isinstance(o, Backup)]
+        assert len(made) == 6, outcomes  # each gets its own name (the next free second)…
+        assert len({b.path.name for b in made}) == 6
+        for backup in made:  # …and verifies against its own manifest
+            verify_backup(backup)
+        assert not list(tmp_path.glob("*.partial"))
+    finally:
+        drop_rich_database(rich)

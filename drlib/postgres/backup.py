@@ -11,10 +11,11 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import secrets
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from drlib import __version__
@@ -108,7 +109,7 @@ def backup_database(
         schema_seconds = time.monotonic() - started
         name = backup_name(prefix or target.name, snapshot_time, fmt)
         final = backup_dir / name
-        partial = backup_dir / (name + ".partial")
+        partial = backup_dir / f"{name}.{secrets.token_hex(4)}.partial"  # two runs never share a file
         _remove(partial)
         args = [f"-F{FORMAT_FLAG[fmt]}", f"--snapshot={snapshot}", "-f", str(partial), target.name]
         if fmt == "directory" and jobs > 1:
@@ -130,7 +131,14 @@ def backup_database(
             _remove(partial)
             raise BackupFailed(f"pg_dump of {settings.address} failed: {redact(stderr.strip())}")
     try:
-        os.replace(partial, final)
+        final = _claim(
+            partial,
+            [
+                backup_dir / backup_name(prefix or target.name, snapshot_time + timedelta(seconds=k), fmt)
+                for k in range(10)
+            ],
+        )
+        name = final.name
         overall, files, size = dump_checksums(final)
         roles_path = final.with_name(final.name + ROLES_SUFFIX)
         roles_text = write_roles_file(roles_path, roles)
@@ -166,6 +174,36 @@ def backup_database(
             "then take the backup again"
         ) from exc
     return Backup(path=final, created_at=snapshot_time.astimezone(UTC), manifest=manifest)
+
+
+def _claim(partial: Path, names: list[Path]) -> Path:
+    """Give the finished dump the first free name (the snapshot's second, else the next ones: the
+    manifest keeps the exact snapshot time), never overwriting another backup."""
+    for final in names:
+        try:
+            if partial.is_dir():
+                if final.exists():
+                    continue
+                os.rename(partial, final)
+                return final
+            try:
+                os.link(partial, final)  # fails if the name is taken
+            except FileExistsError:
+                continue
+            except OSError:  # a filesystem without hard links: check, then rename
+                if final.exists():
+                    continue
+                os.replace(partial, final)
+                return final
+            partial.unlink()
+            return final
+        except FileExistsError:
+            continue
+    _remove(partial)
+    raise BackupFailed(
+        f"{len(names)} backups named {names[0].name} and after were finished at the same time: nothing of this "
+        "run was kept; take the backup again"
+    )
 
 
 def _remove(path: Path) -> None:

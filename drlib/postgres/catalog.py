@@ -44,6 +44,8 @@ class Table:
     newest_row_column: str | None
     #: the partitioned table this partition belongs to, if any
     partition_of: str | None = None
+    #: column names in the table's order
+    columns: tuple[str, ...] = ()
 
     @property
     def plain_name(self) -> str:
@@ -109,6 +111,7 @@ def discover_tables(conn: psycopg.Connection, settings: DatabaseSettings) -> lis
                 size_bytes=int(size or 0),
                 newest_row_column=newest_row_column(name, f"{schema}.{relname}", typed, settings),
                 partition_of=parent,
+                columns=tuple(typed),
             )
         )
     return tables

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime
 from typing import TypeVar
 
 import psycopg
@@ -54,21 +53,24 @@ def wants_content(table: Table, settings: DatabaseSettings, *, everything: bool 
 
 
 def table_query(table: Table, *, content: bool) -> sql.Composed:
+    """count(*), the newest row (as text: 'infinity' and BC dates too) and the content fingerprint.
+
+    The row is hashed with its columns in name order: a restore may put inherited columns in
+    another order (pg_dump recreates a child's columns after its parent's)."""
     newest = (
-        sql.SQL("max({})").format(sql.Identifier(table.newest_row_column))
+        sql.SQL("max({})::text").format(sql.Identifier(table.newest_row_column))
         if table.newest_row_column
         else sql.SQL("NULL")
     )
-    fingerprint = sql.SQL("coalesce(sum(hashtextextended(ROW(_r.*)::text, 0)), 0)") if content else sql.SQL("NULL")
+    row = (
+        sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier("_r", c) for c in sorted(table.columns)))
+        if len(table.columns) > 1
+        else sql.SQL("ROW(_r.*)")
+    )
+    fingerprint = sql.SQL("coalesce(sum(hashtextextended({}::text, 0)), 0)").format(row) if content else sql.SQL("NULL")
     return sql.SQL("SELECT count(*), {}, {} FROM ONLY {}.{} AS _r").format(
         newest, fingerprint, sql.Identifier(table.schema), sql.Identifier(table.relname)
     )
-
-
-def _iso(value: object) -> str | None:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return None if value is None else str(value)
 
 
 def parallel_reads(
@@ -139,14 +141,20 @@ def read_contents(
 
         def read(conn: psycopg.Connection) -> TableStats:
             started = time.monotonic()
-            row = conn.execute(table_query(table, content=not skipped)).fetchone()
+            why_not = skipped
+            try:
+                with conn.transaction():  # a savepoint: a row too big to print fails this table only
+                    row = conn.execute(table_query(table, content=not why_not)).fetchone()
+            except (psycopg.errors.OutOfMemory, psycopg.errors.ProgramLimitExceeded) as exc:
+                why_not = f"a row is too large to fingerprint as text ({type(exc).__name__}): rows counted only"
+                row = conn.execute(table_query(table, content=False)).fetchone()
             assert row is not None
             return TableStats(
                 rows=int(row[0]),
-                newest_created_at=_iso(row[1]),
+                newest_created_at=row[1],
                 newest_column=table.newest_row_column,
-                content=None if skipped else str(row[2]),
-                content_skipped=skipped,
+                content=None if why_not else str(row[2]),
+                content_skipped=why_not,
                 size_bytes=table.size_bytes,
                 seconds=round(time.monotonic() - started, 4),
             )

@@ -77,6 +77,17 @@ class VerifyRestore(Runbook):
         except BackupNotFound:
             chosen, manifest = None, None
         checks = verify_database(target=self.target, manifest=manifest, exact=self.values["exact"])
+        if manifest is None:  # without a manifest only the live database's own consistency is checked
+            where = self.profile.backups.postgres_dir
+            missing = check(
+                "backup_manifest",
+                False,
+                expected="a drlib backup with its manifest to compare with",
+                observed=chosen.name + " has no manifest" if chosen else f"no backup in {where}",
+                detail="nothing to compare the live database with: take a backup (drlib backup create) or "
+                "point backups.postgres_dir at the folder holding them",
+            )
+            checks = Checks([missing, *checks])
         return Outcome(
             "Database verification", facts={"compared with": chosen.name if chosen else "no backup"}, checks=checks
         )
