@@ -197,7 +197,7 @@ DAMAGE = [
         "grant revoked",
         'REVOKE SELECT ON public.track FROM "{reader}"',
         "schema:grant",
-        "changed grants on public.track",
+        "missing grants on public.track",  # the ACL is the owner's default again: compared as no grants
     ),
     ("enum changed", "ALTER TYPE public.mood ADD VALUE 'angry'", "schema:type", "changed type public.mood"),
     (
