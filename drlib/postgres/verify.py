@@ -2,7 +2,8 @@
 
 Against a backup's manifest: the connection (``SELECT version()``); the schema object by object
 (tables, columns, constraints, indexes, triggers, functions, views, sequences, partitions, types,
-extensions, policies, grants: :mod:`drlib.postgres.fingerprint`); sequences not behind the backup;
+extensions, policies, grants, comments, rules, inheritance, default privileges, publications and the
+other kinds of :mod:`drlib.postgres.fingerprint`); sequences not behind the backup;
 the database's own properties and roles (:mod:`drlib.postgres.globals`); per table the row count,
 the content fingerprint and the newest row (:mod:`drlib.postgres.content`); no orphaned rows for any
 foreign key, the backup's included (a dropped key is exactly when orphans appear); and the
