@@ -267,6 +267,13 @@ def test_a_60_character_database_name_through_option_b_and_two_swaps(
     assert old[0] != old[1]
 
 
+def test_a_new_name_postgresql_would_cut_is_refused(make_db: Made, tmp_path: Path, target: PgTarget) -> None:
+    db = make_db("CREATE TABLE t (id int PRIMARY KEY)")
+    with pytest.raises(ParameterError, match="longer than 63 bytes"):
+        restore_to_new_database(take(db, tmp_path), target=db, jobs=1, confirm=True, new_name=PREFIX + "z" * 60)
+    assert names_on(target, PREFIX + "z") == set()
+
+
 def test_a_60_character_database_name_through_option_a(make_db: Made, tmp_path: Path, target: PgTarget) -> None:
     name = PREFIX + "y" * 55
     db = make_db("CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t VALUES (7)", name=name)

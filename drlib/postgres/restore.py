@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from drlib.exceptions import ConfirmationRequired, DrlibError, ParameterError, RestoreFailed
-from drlib.plans import RestorePlan, derived_name, timestamp_suffix
+from drlib.plans import MAX_NAME_BYTES, RestorePlan, derived_name, timestamp_suffix
 from drlib.postgres.connection import (
     PgTarget,
     create_database,
@@ -381,6 +381,11 @@ def restore_to_new_database(
     backup's database: encoding, collation, locale provider, tablespace); the live one is not touched."""
     _check_jobs(jobs)
     new_name = new_name or restored_name(target.name)
+    if len(new_name.encode()) > MAX_NAME_BYTES:
+        raise ParameterError(
+            f"the new database name {new_name} is longer than {MAX_NAME_BYTES} bytes, and PostgreSQL would cut it: "
+            "choose a shorter one (or leave it out: drlib picks <name>_restored_<time>)"
+        )
     argv = pg_restore_args(verified, database=new_name, jobs=jobs, clean=False)
     roles, props = backup_globals(verified.path, verified.manifest)
     drop_public = _no_public(verified)
