@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,3 +28,21 @@ class RestorePlan:
 
 def timestamp_suffix(now: datetime | None = None) -> str:
     return f"{(now or datetime.now(UTC)):%Y%m%d%H%M%S}"
+
+
+#: PostgreSQL keeps this many bytes of a name (NAMEDATALEN - 1) and silently cuts longer ones
+MAX_NAME_BYTES = 63
+
+
+def derived_name(base: str, suffix: str) -> str:
+    """``<base>_<suffix>`` (a database made from ``base``, e.g. ``app_restored_<time>``), within
+    PostgreSQL's 63 bytes. A base too long for that is cut on a character boundary and followed by a
+    short hash of the whole base, so the name stays recognisable, distinct, and is the one the server keeps."""
+    name = f"{base}_{suffix}"
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    tail = f"_{hashlib.sha256(base.encode()).hexdigest()[:8]}_{suffix}"
+    room = MAX_NAME_BYTES - len(tail.encode())
+    if room < 1:
+        raise ValueError(f"the suffix {suffix!r} leaves no room for a database name")
+    return base.encode()[:room].decode("utf-8", errors="ignore") + tail

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from drlib.config import DatabaseSettings, Profile
 from drlib.exceptions import ConnectionFailed, CredentialsRejected, DrlibError
+from drlib.postgres.globals import DatabaseProperties
 from drlib.postgres.tools import pg_program
 from drlib.secrets import redact, register_secret
 
@@ -151,9 +152,62 @@ def terminate_connections(conn: psycopg.Connection, database: str) -> int:
     return len(rows)
 
 
-def create_database(target: PgTarget, name: str) -> None:
+#: the server that first has ``LOCALE_PROVIDER`` and ``ICU_LOCALE`` in ``CREATE DATABASE``
+LOCALE_PROVIDER_VERSION = 150000
+
+
+def create_database(target: PgTarget, name: str, *, like: DatabaseProperties | None = None) -> list[str]:
+    """``CREATE DATABASE name TEMPLATE template0``, with the encoding, collation, character classes,
+    locale provider and tablespace of ``like`` (a backup's database) when given.
+
+    Every value is quoted (the manifest it comes from is input). A tablespace the server lacks is left
+    out (the server's default is used; verify reports the difference): the returned notes say so."""
     with sql_errors(target, doing=f"CREATE DATABASE {name}"), target.maintenance.connect() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+        if like is None:
+            conn.execute(statement)
+            return []
+        options, notes = _layout(conn, like)
+        try:
+            conn.execute(sql.SQL(" ").join([statement, *options]))
+        except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject) as exc:
+            locale = f"{like.collate} / {like.ctype}" + (f", ICU locale {like.icu_locale}" if like.icu_locale else "")
+            raise DatabaseCommandFailed(
+                f"CREATE DATABASE {name} like the backup's database failed: {_reason(exc)}. This server cannot "
+                f"make a database with encoding {like.encoding}, locale provider {like.locale_provider} and "
+                f"collation {locale}: install that locale on the server (locale -a lists them), then retry"
+            ) from exc
+    return notes
+
+
+def _layout(conn: psycopg.Connection, like: DatabaseProperties) -> tuple[list[sql.Composable], list[str]]:
+    """The ``CREATE DATABASE`` options that make a database like ``like``, and notes on what cannot."""
+    values = (like.encoding, like.collate, like.ctype, like.locale_provider, like.icu_locale, like.tablespace)
+    if not all(isinstance(v, str) for v in values if v is not None):
+        raise DatabaseCommandFailed(
+            "the database properties in the backup's manifest are not text (encoding, collation, locale, "
+            "tablespace): the manifest is damaged; pick another backup"
+        )
+    options: list[sql.Composable] = [
+        sql.SQL("ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Literal(like.encoding), sql.Literal(like.collate), sql.Literal(like.ctype)
+        )
+    ]
+    if conn.info.server_version >= LOCALE_PROVIDER_VERSION:
+        options.append(sql.SQL("LOCALE_PROVIDER {}").format(sql.Literal(like.locale_provider)))
+        if like.icu_locale:
+            options.append(sql.SQL("ICU_LOCALE {}").format(sql.Literal(like.icu_locale)))
+    notes = []
+    if like.tablespace and like.tablespace != "pg_default":
+        found = conn.execute("SELECT 1 FROM pg_tablespace WHERE spcname = %s", (like.tablespace,)).fetchone()
+        if found:
+            options.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(like.tablespace)))
+        else:
+            notes.append(
+                f"the backup's database was in tablespace {like.tablespace}, which this server lacks: the "
+                "restored database is in the server's default tablespace"
+            )
+    return options, notes
 
 
 def rename_database(target: PgTarget, name: str, new_name: str) -> None:

@@ -27,6 +27,9 @@ FIRST_USER_OID = 16384
 #: the public schema became owned by pg_database_owner, without CREATE for PUBLIC, in PostgreSQL 15
 PG_DATABASE_OWNER_VERSION = 150000
 
+#: how long Option A's session waits for a lock another session holds before it gives up (and rolls back)
+LOCK_TIMEOUT_SECONDS = 60
+
 USE_OPTION_B = "Nothing was changed. Use Option B (restore into a new database, verify, swap)"
 
 
@@ -234,9 +237,24 @@ def reset_script(server_version_num: int) -> str:
 def option_a_prologue(live: LiveDatabase, before_sql: str) -> str:
     """What psql runs before the dump: session settings, BEGIN, the caller's SQL, then the reset."""
     return (
-        "SET client_encoding = 'UTF8';\nSET statement_timeout = 0;\nSET lock_timeout = 0;\n"
-        "SET idle_in_transaction_session_timeout = 0;\nSET client_min_messages = warning;\n"
+        "SET client_encoding = 'UTF8';\nSET statement_timeout = 0;\n"
+        f"{lock_timeout_sql()}SET idle_in_transaction_session_timeout = 0;\nSET client_min_messages = warning;\n"
         f"BEGIN;\n{before_sql}\n;\n{reset_script(live.server_version_num)}"
+    )
+
+
+def lock_timeout_sql() -> str:
+    """Never wait forever for another session's lock (pg_restore's SQL sets ``lock_timeout = 0``: say it
+    again after the dump)."""
+    return f"SET lock_timeout = '{int(LOCK_TIMEOUT_SECONDS * 1000)}ms';\n"
+
+
+def drop_empty_public_sql() -> str:
+    """SQL that drops the ``public`` schema a new database starts with, unless something was put in it
+    (for a backup whose database had no ``public``: dropping it is common hardening)."""
+    return (
+        "DO $drlib_public$\nBEGIN\n    DROP SCHEMA IF EXISTS public RESTRICT;\n"
+        "EXCEPTION WHEN dependent_objects_still_exist THEN NULL;\nEND\n$drlib_public$;\n"
     )
 
 

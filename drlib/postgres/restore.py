@@ -12,6 +12,7 @@ Without ``confirm=True`` every function returns a :class:`RestorePlan` saying wh
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 import time
@@ -23,8 +24,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from drlib.exceptions import ConfirmationRequired, DrlibError, RestoreFailed
-from drlib.plans import RestorePlan, timestamp_suffix
+from drlib.exceptions import ConfirmationRequired, DrlibError, ParameterError, RestoreFailed
+from drlib.plans import MAX_NAME_BYTES, RestorePlan, derived_name, timestamp_suffix
 from drlib.postgres.connection import (
     PgTarget,
     create_database,
@@ -44,7 +45,13 @@ from drlib.postgres.globals import (
 )
 from drlib.postgres.integrity import VerifiedBackup, read_whole_archive
 from drlib.postgres.replay import end_sessions, psql_argv, replay_dump, restore_argv
-from drlib.postgres.reset import CannotReset, check_resettable, option_a_prologue
+from drlib.postgres.reset import (
+    CannotReset,
+    check_resettable,
+    drop_empty_public_sql,
+    lock_timeout_sql,
+    option_a_prologue,
+)
 from drlib.postgres.tools import pg_program
 from drlib.processes import kill_tree
 from drlib.secrets import redact
@@ -60,6 +67,8 @@ class RestoreResult:
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Option A runs as one transaction (all or nothing) in one session, so with one job
     single_transaction: bool = False
+    #: what the restored database could not be given like the original (e.g. a tablespace this server lacks)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,8 +135,32 @@ def create_roles(target: PgTarget, roles: list[Role]) -> list[str]:
             advice="create them by hand, or connect as a user with CREATEROLE",
         ),
         target.maintenance.connect() as conn,
+        conn.transaction(),  # all of them or none: a failure never leaves some created
     ):
         return create_missing_roles(conn, roles)
+
+
+def _check_jobs(jobs: int) -> None:
+    """Refuse a job count pg_restore cannot use, before anything is touched."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_RESTORE_JOBS:
+        raise ParameterError(
+            f"jobs must be a whole number from 1 to {MAX_RESTORE_JOBS}, not {jobs!r}: give the number of parallel "
+            "pg_restore jobs (4 suits most servers)"
+        )
+
+
+def _kept_roles(created: list[str]) -> str:
+    """What a failed restore says about the roles it created before failing (they are the server's: kept)."""
+    if not created:
+        return ""
+    return f"; the missing roles the backup uses were created before the failure and kept: {', '.join(created)}"
+
+
+def _no_public(verified: VerifiedBackup) -> bool:
+    """The backup's database had no ``public`` schema (its manifest lists the schemas, and not public)."""
+    manifest = verified.manifest
+    schemas = manifest.schema.get("schema") if manifest is not None and isinstance(manifest.schema, dict) else None
+    return isinstance(schemas, dict) and "public" not in schemas
 
 
 #: pg_restore -j above this opens more connections than a server usually allows and gains nothing
@@ -161,8 +194,9 @@ def restore_in_place(
     ``after_sql(name)`` last (``name`` is the database's name during the transaction); neither may
     contain transaction control. ``jobs`` is ignored: one transaction is one session (``jobs`` is 1).
     """
+    _check_jobs(jobs)
     roles, props = backup_globals(verified.path, verified.manifest)
-    after_sql = _with_properties(after_sql, props)
+    epilogue_sql = _epilogue_sql(after_sql, props, drop_public=_no_public(verified))
     if not confirm:
         plan = _option_a_plan(verified, target=target, before_sql=before_sql, after_sql=after_sql)
         if roles:
@@ -175,37 +209,73 @@ def restore_in_place(
     try:
         existed = database_exists(target, target.name)
         live = check_resettable(target) if existed else None
-        create_roles(target, roles)  # roles are the server's, not the database's: only ever added
+        created = create_roles(target, roles)  # roles are the server's, not the database's: only ever added
     except CannotReset:
         raise
     except DrlibError as exc:
         raise RestoreFailed(f"Option A could not start ({exc.message}); {unchanged}") from exc
+    if created:
+        unchanged = f"{target.name} is exactly as it was{_kept_roles(created)}"
     if live is None:  # nothing to overwrite: restore under another name, so a cut-short run never leaves
-        return _restore_missing(verified, target=target, timeout=timeout, before_sql=before_sql, after_sql=after_sql)
+        return _restore_missing(
+            verified,
+            target=target,
+            timeout=timeout,
+            before_sql=before_sql,
+            epilogue_sql=epilogue_sql,
+            props=props,
+            created_roles=created,
+        )
     try:
         seconds = replay_dump(
             verified.path,
             target=target,
             prologue=option_a_prologue(live, before_sql),
-            after_sql=after_sql(target.name) if after_sql else "",
+            after_sql=epilogue_sql(target.name),
             timeout=timeout,
         )
     except RestoreFailed as exc:
         state = f"It ran as one transaction, which was rolled back: {unchanged}"
+        if LOCK_TIMEOUT_MARK in exc.message:
+            raise RestoreFailed(
+                f"another session holds a lock on {target.name}{_lock_holders(target)}: stop the application or "
+                f"end that session, then retry. {state}."
+            ) from exc
         raise RestoreFailed(f"{exc.message}. {state}. Fix the cause, or use Option B.") from exc
     return RestoreResult(
         option="A", backup=verified.path.name, database=target.name, seconds=seconds, jobs=1, single_transaction=True
     )
 
 
-def _with_properties(
-    after_sql: Callable[[str], str] | None, props: DatabaseProperties | None
-) -> Callable[[str], str] | None:
-    """``after_sql`` preceded by the SQL that gives the database the backup's own properties."""
-    if props is None:
-        return after_sql
-    properties = database_properties_sql(props)
-    return lambda name: properties + (after_sql(name) if after_sql else "")
+#: what PostgreSQL says when a statement gave up waiting for a lock (``lock_timeout``)
+LOCK_TIMEOUT_MARK = "canceling statement due to lock timeout"
+
+
+def _lock_holders(target: PgTarget) -> str:
+    """The other sessions that hold locks in ``target``'s database, said for the failure message."""
+    with contextlib.suppress(DrlibError, psycopg.Error), target.maintenance.connect() as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT a.pid, coalesce(a.state, ''), a.application_name FROM pg_catalog.pg_locks l "
+            "JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid JOIN pg_catalog.pg_database d ON d.oid = l.database "
+            "WHERE d.datname = %s AND l.granted AND a.pid <> pg_catalog.pg_backend_pid() ORDER BY 1 LIMIT 10",
+            (target.name,),
+        ).fetchall()
+        if rows:
+            sessions = ", ".join(f"pid {pid} ({state}{', ' + app if app else ''})" for pid, state, app in rows)
+            return f" (sessions holding locks there: {sessions}; SELECT pg_terminate_backend(pid) ends one)"
+    return ""
+
+
+def _epilogue_sql(
+    after_sql: Callable[[str], str] | None, props: DatabaseProperties | None, *, drop_public: bool
+) -> Callable[[str], str]:
+    """What Option A runs after the dump, before COMMIT: the lock timeout again (the dump's SQL clears
+    it), the ``public`` schema dropped for a backup without one, the backup's own database properties,
+    then the caller's ``after_sql``."""
+    fixed = lock_timeout_sql() + (drop_empty_public_sql() if drop_public else "")
+    if props is not None:
+        fixed += database_properties_sql(props)
+    return lambda name: fixed + (after_sql(name) if after_sql else "")
 
 
 def _option_a_plan(
@@ -215,7 +285,9 @@ def _option_a_plan(
     steps += [
         f"refuse, before any write, if {target.name} holds what the reset cannot remove (objects made inside "
         "system schemas, subscriptions; for a non-superuser, objects of other owners)",
-        f"if {target.name} is missing: restore into a new database, renamed to {target.name} once complete",
+        f"if {target.name} is missing: restore into a new database {derived_name(target.name, 'restoring_<time>')} "
+        f"(TEMPLATE template0, with the backup's encoding, collation, locale provider and tablespace), renamed to "
+        f"{target.name} once complete",
         "one transaction in one psql session: psql " + " ".join(psql_argv(target.name, Path("prologue.sql"))[1:]),
         "  BEGIN",
         *(["  the caller's before_sql"] if before_sql.strip() else []),
@@ -228,11 +300,9 @@ def _option_a_plan(
         + " ".join(["pg_restore", *restore_argv(verified.path)[1:]])
         + " (instead of pg_restore --clean --if-exists, which cannot drop partitioned tables and leaves "
         "behind what the dump does not name)",
-        *(
-            ["  give the database the backup's owner, privileges, settings and comment, and the caller's after_sql"]
-            if after_sql
-            else []
-        ),
+        "  give the database the backup's owner, privileges, settings and comment (and drop the public schema "
+        "the reset recreated when the backup's database had none)"
+        + (", then the caller's after_sql" if after_sql else ""),
         "  COMMIT, only once pg_restore has exited cleanly: any failure, timeout or interrupt rolls everything "
         "back and leaves the database as it was",
         "one transaction, so one job (-j not used)",
@@ -246,29 +316,44 @@ def _restore_missing(
     target: PgTarget,
     timeout: float | None,
     before_sql: str,
-    after_sql: Callable[[str], str] | None,
+    epilogue_sql: Callable[[str], str],
+    props: DatabaseProperties | None,
+    created_roles: list[str],
 ) -> RestoreResult:
-    """Option A when the live database is missing: restore into ``<name>_restoring_<time>`` and rename it
-    once complete. Cut short, the live name stays missing, as it was; a failure drops the copy again."""
-    building = f"{target.name}_restoring_{timestamp_suffix()}"
-    create_database(target, building)
+    """Option A when the live database is missing: restore into ``<name>_restoring_<time>`` (made like the
+    backup's database) and rename it once complete. Cut short, the live name stays missing, as it was; a
+    failure drops the copy again."""
+    building = derived_name(target.name, f"restoring_{timestamp_suffix()}")
+    try:
+        notes = create_database(target, building, like=props)
+    except DrlibError as exc:
+        raise RestoreFailed(
+            f"{exc.message}. Nothing was restored: {target.name} did not exist before and is still missing"
+            f"{_kept_roles(created_roles)}."
+        ) from exc
     try:
         copy = target.with_database(building)
         seconds = replay_dump(
             verified.path,
             target=copy,
             prologue=option_a_prologue(check_resettable(copy), before_sql),
-            after_sql=after_sql(building) if after_sql else "",
+            after_sql=epilogue_sql(building),
             timeout=timeout,
         )
     except BaseException as exc:
-        dropped = _drop_created(target, building)
+        dropped = _drop_created(target, building) + _kept_roles(created_roles)
         if isinstance(exc, DrlibError):
             raise RestoreFailed(f"{exc.message}. {dropped}. Fix the cause, or use Option B.") from exc
         raise
     rename_database(target, building, target.name)
     return RestoreResult(
-        option="A", backup=verified.path.name, database=target.name, seconds=seconds, jobs=1, single_transaction=True
+        option="A",
+        backup=verified.path.name,
+        database=target.name,
+        seconds=seconds,
+        jobs=1,
+        single_transaction=True,
+        notes=tuple(notes),
     )
 
 
@@ -292,17 +377,27 @@ def restore_to_new_database(
     new_name: str | None = None,
     timeout: float | None = None,
 ) -> RestoreResult | RestorePlan:
-    """Option B, first half: restore into a new database; the live one is not touched."""
-    new_name = new_name or f"{target.name}_restored_{timestamp_suffix()}"
+    """Option B, first half: restore into a new database (``<name>_restored_<time>``, made like the
+    backup's database: encoding, collation, locale provider, tablespace); the live one is not touched."""
+    _check_jobs(jobs)
+    new_name = new_name or restored_name(target.name)
+    if len(new_name.encode()) > MAX_NAME_BYTES:
+        raise ParameterError(
+            f"the new database name {new_name} is longer than {MAX_NAME_BYTES} bytes, and PostgreSQL would cut it: "
+            "choose a shorter one (or leave it out: drlib picks <name>_restored_<time>)"
+        )
     argv = pg_restore_args(verified, database=new_name, jobs=jobs, clean=False)
     roles, props = backup_globals(verified.path, verified.manifest)
+    drop_public = _no_public(verified)
     if not confirm:
         return RestorePlan(
             action=f"Option B restore of {verified.path.name}",
             steps=(
                 *([f"create the roles the backup uses that are missing ({len(roles)} in the backup)"] if roles else []),
-                f"CREATE DATABASE {new_name}",
+                f"CREATE DATABASE {new_name} TEMPLATE template0"
+                + (" with the backup's encoding, collation, locale provider and tablespace" if props else ""),
                 "pg_restore " + " ".join(argv[1:]),
+                *([f"drop the public schema of {new_name} unless the dump put objects in it"] if drop_public else []),
                 *(
                     [f"give {new_name} the backup's owner ({props.owner}), privileges, settings and comment"]
                     if props
@@ -322,21 +417,34 @@ def restore_to_new_database(
             f"name. {untouched}; nothing was created."
         )
     try:
-        create_roles(target, roles)
-        create_database(target, new_name)
+        created = create_roles(target, roles)
     except DrlibError as exc:
         raise RestoreFailed(f"{exc.message}. {untouched}; nothing was created.") from exc
     try:
+        notes = create_database(target, new_name, like=props)
+    except DrlibError as exc:
+        raise RestoreFailed(f"{exc.message}. {untouched}; no database was created{_kept_roles(created)}.") from exc
+    try:
         seconds = run_pg_restore(argv, target=target, timeout=timeout)
-        if props is not None:
-            copy = target.with_database(new_name)
-            with sql_errors(copy, doing=f"giving {new_name} the backup's database properties"), copy.connect() as conn:
+        copy = target.with_database(new_name)
+        with sql_errors(copy, doing=f"giving {new_name} the backup's database properties"), copy.connect() as conn:
+            if drop_public:  # before the owner changes: the restoring user owns the new database until then
+                conn.execute(drop_empty_public_sql().encode())
+            if props is not None:
                 apply_database_properties(conn, props)
     except BaseException as exc:
         cleanup = _drop_partial(target, new_name)
         message = exc.message if isinstance(exc, DrlibError) else f"restore interrupted ({type(exc).__name__})"
-        raise RestoreFailed(f"{message}. {untouched}. {cleanup}") from exc
-    return RestoreResult(option="B", backup=verified.path.name, database=new_name, seconds=seconds, jobs=jobs)
+        roles_kept = _kept_roles(created)
+        raise RestoreFailed(f"{message}. {untouched}{roles_kept}. {cleanup}") from exc
+    return RestoreResult(
+        option="B", backup=verified.path.name, database=new_name, seconds=seconds, jobs=jobs, notes=tuple(notes)
+    )
+
+
+def restored_name(live: str, now: datetime | None = None) -> str:
+    """``<live>_restored_<time>``: the database Option B restores into (within PostgreSQL's 63 bytes)."""
+    return derived_name(live, f"restored_{timestamp_suffix(now)}")
 
 
 def _drop_partial(target: PgTarget, name: str) -> str:
@@ -366,13 +474,13 @@ def swap_databases(
 
     Both renames run in one transaction. Every failure says where the live database and the
     restored copy are, and the command that undoes what was done."""
-    old_name = f"{target.name}_old_{timestamp_suffix(now)}"
+    old_name = derived_name(target.name, f"old_{timestamp_suffix(now)}")
     try:
         live_exists = database_exists(target, target.name)
         for attempt in range(1, 100):  # two swaps in one second must not collide
             if not live_exists or not database_exists(target, old_name):
                 break
-            old_name = f"{target.name}_old_{timestamp_suffix(now)}_{attempt}"
+            old_name = derived_name(target.name, f"old_{timestamp_suffix(now)}_{attempt}")
     except DrlibError as exc:
         raise RestoreFailed(
             f"cannot start the swap ({exc.message}). Nothing was renamed: the live database {target.name} and "

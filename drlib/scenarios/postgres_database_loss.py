@@ -13,7 +13,7 @@ from drlib.config import Profile
 from drlib.evidence import Evidence
 from drlib.exceptions import BackupCorrupt, RestoreFailed, VerificationFailed
 from drlib.parameters import Param
-from drlib.plans import RestorePlan, timestamp_suffix
+from drlib.plans import RestorePlan
 from drlib.postgres.backup import backup_database
 from drlib.postgres.catalogue import catalogue_table, list_backups, select_backup
 from drlib.postgres.connection import PgTarget
@@ -23,6 +23,7 @@ from drlib.postgres.restore import (
     drop_old_database,
     restore_in_place,
     restore_to_new_database,
+    restored_name,
     swap_databases,
 )
 from drlib.postgres.verify import Depth, verify_database
@@ -209,7 +210,7 @@ class PostgresDatabaseLoss(Runbook):
                 "Restore (Option A)",
                 facts={"database": result.database, "seconds": round(result.seconds, 2), "jobs": result.jobs},
             )
-        copy = f"{self.target.name}_restored_{timestamp_suffix()}"
+        copy = restored_name(self.target.name)
         if self.confirm:  # said before the long part, so a run cut short still names what it left
             self.set_state(
                 "database", f"restoring into {copy}; if this run was cut short, drop it: DROP DATABASE {copy};"
