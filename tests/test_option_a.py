@@ -399,6 +399,14 @@ def test_a_signal_to_the_process_running_option_a_leaves_the_database_as_it_was(
     assert snapshot(rich.target) == before
 
 
+def is_restore_of(process: psutil.Process, dump: Path) -> bool:
+    """A pg_restore reading ``dump`` (other children, e.g. the sandbox's servers, may exit meanwhile)."""
+    try:
+        return process.name() == "pg_restore" and str(dump) in process.cmdline()
+    except psutil.Error:
+        return False
+
+
 def test_a_pg_restore_that_dies_midway_commits_nothing(rich: RichDatabase, tmp_path: Path) -> None:
     """psql --single-transaction would commit whatever it had read when its input ends; Option A does not."""
     run(rich.target, "CREATE TABLE public.bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 300000) g")
@@ -419,11 +427,7 @@ def test_a_pg_restore_that_dies_midway_commits_nothing(rich: RichDatabase, tmp_p
     worker.start()
     try:
         wait_until(restore_waiting(rich.target), what="the restore to wait for the lock")
-        pg_restores = [
-            p
-            for p in psutil.Process().children(recursive=True)
-            if p.name() == "pg_restore" and str(verified.path) in p.cmdline()
-        ]
+        pg_restores = [p for p in psutil.Process().children(recursive=True) if is_restore_of(p, verified.path)]
         assert pg_restores, "pg_restore had already finished: the dump is too small for this test"
         for process in pg_restores:
             process.kill()
