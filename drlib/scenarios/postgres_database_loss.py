@@ -208,7 +208,12 @@ class PostgresDatabaseLoss(Runbook):
             self.evidence.note("restore", {"option": "A", "seconds": result.seconds, "database": result.database})
             return Outcome(
                 "Restore (Option A)",
-                facts={"database": result.database, "seconds": round(result.seconds, 2), "jobs": result.jobs},
+                facts={
+                    "database": result.database,
+                    "seconds": round(result.seconds, 2),
+                    "jobs": result.jobs,
+                    **({"notes": "; ".join(result.notes)} if result.notes else {}),
+                },
             )
         copy = restored_name(self.target.name)
         if self.confirm:  # said before the long part, so a run cut short still names what it left
@@ -251,6 +256,7 @@ class PostgresDatabaseLoss(Runbook):
             "restored_from": restored.database,
             "old_database_kept": swap.old_database or "none (live database was missing)",
             "seconds": round(restored.seconds, 2),
+            **({"notes": "; ".join(restored.notes)} if restored.notes else {}),
             "jobs": jobs,
         }
         dropped = bool(swap.old_database and self.values["drop_old_database"])
