@@ -1,0 +1,322 @@
+"""Restore speed as a user sees it: the whole ``drlib restore database --confirm`` process (integrity
+check, restore, verification, report) against ``createdb`` + raw ``pg_restore`` at the same ``-j``,
+and ``drlib verify database`` (the content fingerprint) as a share of the raw restore time.
+
+1. starts a throw-away sandbox and creates in it a database of five large tables of different shapes
+   (about ``--size-mb`` on disk, see ``bench_database.py``), with a database-only drlib.toml profile
+   pointing at it; dumps it once with ``drlib backup create`` (custom format);
+2. for each ``-j`` and ``--repeat`` times, alternating which goes first: raw = ``createdb NEW`` then
+   ``pg_restore -j N -d NEW DUMP`` (wall time of both); drlib = ``drlib restore database --env bench
+   --backup NAME --jobs N --confirm --json -p drop_old_database true`` (wall time, spawn to exit);
+   then ``drlib verify database --env bench --json``;
+3. prints the best of each, the ratios drlib/raw (target <= 1.05) and verify/raw (target <= 0.30),
+   the machine, how busy it was, and where drlib's time went (its ``--json`` steps) when a ratio is
+   above target.
+
+    python benchmarks/database_restore_command.py [--size-mb 1024] [--jobs 1 2 4] [--repeat 3]
+        [--drlib-cmd "drlib"] [--standin] [--breakdown]
+
+``--standin`` runs ``benchmarks/drlib_standin.py`` instead of the ``drlib restore|verify database``
+commands (the same steps in process), for checking the harness before the commands exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench_database import database_size, generate_database, table_sizes
+
+from drlib.config import load_profile
+from drlib.postgres.connection import PgTarget, drop_database
+from drlib.postgres.tools import pg_program, program_version
+from drlib.sandbox.stack import SECRET_NAMES, Sandbox
+from drlib.units import format_bytes
+
+PROFILE = "bench"
+DATABASE = "bench"
+RESTORE_TARGET = 1.05
+VERIFY_TARGET = 0.30
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One timed run: wall seconds, and what it was made of."""
+
+    seconds: float
+    parts: dict[str, float] = field(default_factory=dict)
+    load: float = 0.0
+
+
+@dataclass
+class Bench:
+    """The sandbox, the profile pointing at the benchmark database, and the commands to time."""
+
+    home: Path
+    target: PgTarget
+    drlib: list[str]
+    env: dict[str, str]
+    dump: Path = Path()
+    best: dict[tuple[str, int], Timing] = field(default_factory=dict)
+
+    def keep_best(self, kind: str, jobs: int, timing: Timing) -> None:
+        if (kind, jobs) not in self.best or timing.seconds < self.best[(kind, jobs)].seconds:
+            self.best[(kind, jobs)] = timing
+
+
+# -- set-up -----------------------------------------------------------------------------------------
+def write_profile(home: Path, box: Sandbox) -> Path:
+    """A database-only profile for the benchmark database on the sandbox's server."""
+    port = json.loads(box.connection_file.read_text())["profile"]["database"]["port"]
+    config = home / "drlib.toml"
+    config.write_text(
+        f"""[profiles.{PROFILE}]
+description = "restore benchmark database"
+drill_target = true
+secrets_file = "{box.secrets_file}"
+
+[profiles.{PROFILE}.database]
+name = "{DATABASE}"
+host = "127.0.0.1"
+port = {port}
+user = "contentcrew"
+password_secret = "{SECRET_NAMES["database"]}"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def drlib_command(args: argparse.Namespace) -> list[str]:
+    if args.standin:
+        return [sys.executable, str(HERE / "drlib_standin.py")]
+    if args.drlib_cmd:
+        return shlex.split(args.drlib_cmd)
+    installed = Path(sys.executable).parent / "drlib"
+    return [str(installed) if installed.exists() else "drlib"]
+
+
+def run_drlib(bench: Bench, arguments: Sequence[str]) -> tuple[float, dict[str, Any]]:
+    """Run a drlib command to completion; its wall time (spawn to exit) and its ``--json`` document."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*bench.drlib, *arguments], env=bench.env, cwd=bench.home, capture_output=True, text=True, check=False
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        sys.exit(f"`drlib {' '.join(arguments)}` exited {done.returncode}:\n{tail}")
+    try:
+        document = json.loads(done.stdout) if "--json" in arguments else {}
+    except json.JSONDecodeError:
+        document = {}
+    return seconds, document if isinstance(document, dict) else {}
+
+
+def step_seconds(document: dict[str, Any]) -> dict[str, float]:
+    return {str(s["name"]): float(s.get("seconds", 0.0)) for s in document.get("steps", []) if "name" in s}
+
+
+# -- the timed runs --------------------------------------------------------------------------------
+def checkpoint(target: PgTarget) -> None:
+    """Flush what the previous run left dirty, so it does not slow the next one (untimed)."""
+    with target.maintenance.connect() as conn:
+        conn.execute("CHECKPOINT")
+
+
+def raw_restore(bench: Bench, jobs: int, name: str) -> Timing:
+    """``createdb NAME`` then ``pg_restore -j N -d NAME DUMP``: the wall time of both processes."""
+    env = bench.target.tool_env()
+    started = time.perf_counter()
+    subprocess.run([pg_program("createdb"), name], env=env, check=True)
+    created = time.perf_counter()
+    subprocess.run(
+        [pg_program("pg_restore"), "--exit-on-error", "-j", str(jobs), "-d", name, str(bench.dump)],
+        env=env,
+        check=True,
+    )
+    finished = time.perf_counter()
+    return Timing(finished - started, {"createdb": created - started, "pg_restore": finished - created})
+
+
+def drlib_restore(bench: Bench, jobs: int, backup: str) -> Timing:
+    command = ["restore", "database", "--env", PROFILE, "--backup", backup, "--jobs", str(jobs), "--confirm"]
+    seconds, document = run_drlib(bench, [*command, "--json", "-p", "drop_old_database", "true"])
+    return Timing(seconds, step_seconds(document))
+
+
+def drlib_verify(bench: Bench) -> Timing:
+    seconds, document = run_drlib(bench, ["verify", "database", "--env", PROFILE, "--json"])
+    return Timing(seconds, step_seconds(document))
+
+
+def timed(run: Callable[[], Timing]) -> Timing:
+    """``run()`` with the 1-minute load average as it started."""
+    load = os.getloadavg()[0]
+    timing: Timing = run()
+    return Timing(timing.seconds, timing.parts, load)
+
+
+def measure(bench: Bench, *, jobs_list: Sequence[int], repeat: int, backup: str) -> None:
+    for jobs in jobs_list:
+        for attempt in range(repeat):
+            order = ("raw", "drlib") if attempt % 2 == 0 else ("drlib", "raw")
+            for kind in order:
+                checkpoint(bench.target)
+                if kind == "raw":
+                    name = f"{DATABASE}_raw_{jobs}_{attempt}"
+                    timing = timed(partial(raw_restore, bench, jobs, name))
+                    drop_database(bench.target, name)
+                else:
+                    timing = timed(partial(drlib_restore, bench, jobs, backup))
+                bench.keep_best(kind, jobs, timing)
+                print(f"  -j {jobs} {kind:<6} attempt {attempt + 1}: {timing.seconds:7.2f}s  (load {timing.load:.1f})")
+            checkpoint(bench.target)
+            verify = timed(partial(drlib_verify, bench))
+            bench.keep_best("verify", 0, verify)
+            line = f"  verify        attempt {attempt + 1}: {verify.seconds:7.2f}s  (load {verify.load:.1f})"
+            print(line, flush=True)
+
+
+# -- the report --------------------------------------------------------------------------------------
+def machine(target: PgTarget) -> str:
+    with target.maintenance.connect() as conn:
+        row = conn.execute("SELECT current_setting('server_version')").fetchone()
+    memory = 0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        memory = int(meminfo.read_text().split("MemTotal:")[1].split()[0]) * 1024
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if "model name" in ln), "")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs ({model or 'unknown model'}), {format_bytes(memory)} RAM; "
+        f"PostgreSQL server {row[0] if row else '?'}, {program_version('pg_restore')}"
+    )
+
+
+def print_table(bench: Bench, jobs_list: Sequence[int]) -> list[int]:
+    """The best times per -j and their ratios; returns the -j values whose restore ratio is above target."""
+    verify = bench.best[("verify", 0)]
+    print(f"\n{'-j':>3} {'raw s':>8} {'drlib s':>8} {'drlib/raw':>10} {'verify s':>9} {'verify/raw':>11}")
+    over = []
+    for jobs in jobs_list:
+        raw, ours = bench.best[("raw", jobs)], bench.best[("drlib", jobs)]
+        ratio = ours.seconds / raw.seconds
+        over += [jobs] if ratio > RESTORE_TARGET else []
+        flag = "" if ratio <= RESTORE_TARGET else "  > target"
+        print(
+            f"{jobs:>3} {raw.seconds:>8.2f} {ours.seconds:>8.2f} {ratio:>10.3f} {verify.seconds:>9.2f} "
+            f"{verify.seconds / raw.seconds:>11.3f}{flag}"
+        )
+    print(f"targets: drlib/raw <= {RESTORE_TARGET}, verify/raw <= {VERIFY_TARGET}")
+    steps = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in verify.parts.items())
+    print(f"verify database: {verify.seconds:.2f}s wall; in its steps: {steps or 'no --json steps'}")
+    checklist = min(bench.best[("drlib", jobs)].parts.get("pre_restore_checklist", 0.0) for jobs in jobs_list)
+    sha256sum = timed_sha256sum(bench.dump)
+    print(
+        f"the backup's integrity check (pre_restore_checklist: sha256 + pg_restore --list + disk space): "
+        f"{checklist:.2f}s; sha256sum of the dump alone: {sha256sum:.2f}s"
+    )
+    return over
+
+
+def timed_sha256sum(path: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(["sha256sum", str(path)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def print_breakdown(bench: Bench, jobs: int) -> None:
+    """Where the drlib restore's time went, next to the raw tools' time."""
+    raw, ours = bench.best[("raw", jobs)], bench.best[("drlib", jobs)]
+    print(f"\nwhere the time goes at -j {jobs} (drlib {ours.seconds:.2f}s vs raw {raw.seconds:.2f}s):")
+    print(f"  raw: createdb {raw.parts['createdb']:.2f}s + pg_restore {raw.parts['pg_restore']:.2f}s")
+    if not ours.parts:
+        print("  drlib: no --json steps to show")
+        return
+    for name, seconds in sorted(ours.parts.items(), key=lambda item: -item[1]):
+        print(f"  drlib step {name:<28} {seconds:7.2f}s")
+    outside = ours.seconds - sum(ours.parts.values())
+    print(f"  drlib outside the steps (interpreter start, imports, report) {outside:7.2f}s")
+
+
+# -- main --------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=float, default=1024, help="database size on disk to generate (MiB)")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--drlib-cmd", help="the drlib command to time (default: the drlib next to this Python)")
+    parser.add_argument("--standin", action="store_true", help="time benchmarks/drlib_standin.py instead")
+    parser.add_argument("--breakdown", action="store_true", help="show where the time goes for every -j")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="drlib-bench-"))
+    os.environ["DRLIB_HOME"] = str(home)
+    os.environ["DRLIB_REPORTS"] = str(home / "reports")
+    box = Sandbox(home / "sandbox")
+    try:
+        started = time.monotonic()
+        box.up(seed_data=False, start_api=False)
+        os.environ["DRLIB_CONFIG"] = str(write_profile(home, box))
+        target = PgTarget.from_profile(load_profile(PROFILE))
+        bench = Bench(home=home, target=target, drlib=drlib_command(args), env=dict(os.environ))
+        print(f"machine: {machine(target)}")
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"timing: {' '.join(bench.drlib)}")
+        generate_database(target, size_mb=args.size_mb)
+        sizes = ", ".join(f"{name} {format_bytes(size)}" for name, size in table_sizes(target).items())
+        print(f"database {format_bytes(database_size(target))} ({sizes}) in {time.monotonic() - started:.0f}s")
+
+        started = time.monotonic()
+        done = subprocess.run(
+            _backup_cmd(bench),
+            env=bench.env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            sys.exit(f"drlib backup create failed:\n{done.stderr.strip()}")
+        dumps = sorted((home / "backups" / "postgres").glob(f"{DATABASE}_*.dump"))
+        bench.dump = dumps[-1]
+        print(
+            f"drlib backup create: {bench.dump.name}, {format_bytes(bench.dump.stat().st_size)}, "
+            f"{time.monotonic() - started:.1f}s"
+        )
+
+        measure(bench, jobs_list=args.jobs, repeat=args.repeat, backup=bench.dump.name)
+        over = print_table(bench, args.jobs)
+        for jobs in args.jobs if args.breakdown else over:
+            print_breakdown(bench, jobs)
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        box.down(purge=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _backup_cmd(bench: Bench) -> list[str]:
+    """``drlib backup create`` exists already: always the real command, even with ``--standin``."""
+    installed = Path(sys.executable).parent / "drlib"
+    return [str(installed) if installed.exists() else "drlib", "backup", "create", "--env", PROFILE]
+
+
+if __name__ == "__main__":
+    main()
