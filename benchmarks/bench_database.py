@@ -35,11 +35,11 @@ class TableShape:
 
 #: shares add up to 1; bytes per row measured on PostgreSQL 15 (heap + indexes, after VACUUM)
 SHAPES: tuple[TableShape, ...] = (
-    TableShape("customers", 0.03, 150),
-    TableShape("documents", 0.37, 1560),
-    TableShape("events", 0.22, 120),
-    TableShape("orders", 0.18, 330),
-    TableShape("measurements", 0.20, 90),
+    TableShape("customers", 0.03, 166),
+    TableShape("documents", 0.30, 1665),
+    TableShape("events", 0.25, 109),
+    TableShape("orders", 0.20, 349),
+    TableShape("measurements", 0.22, 93),
 )
 
 SCHEMA_SQL = """
