@@ -33,9 +33,10 @@ lab: install
 	$(BIN)/drlib sandbox up
 	$(BIN)/drlib lab
 
-## Benchmarks against the raw tools: database restore (>1 GB) and storage (20,000 files, 2 GiB); minutes each.
+## Benchmarks against the raw tools: `drlib restore database` on a 1 GB database of five tables, and storage
+## (20,000 files, 2 GiB); minutes each.
 benchmark: install
-	$(BIN)/python benchmarks/restore_benchmark.py
+	$(BIN)/python benchmarks/database_restore_command.py
 	$(BIN)/python benchmarks/storage_benchmark.py
 
 sandbox-up: install

@@ -105,13 +105,18 @@ password_secret = "{SECRET_NAMES["database"]}"
     return config
 
 
-def drlib_command(args: argparse.Namespace) -> list[str]:
-    if args.standin:
-        return [sys.executable, str(HERE / "drlib_standin.py")]
-    if args.drlib_cmd:
-        return shlex.split(args.drlib_cmd)
+def installed_drlib() -> list[str]:
+    """The drlib command beside this Python (the project's venv), else the one on PATH."""
     installed = Path(sys.executable).parent / "drlib"
     return [str(installed) if installed.exists() else "drlib"]
+
+
+def drlib_command(args: argparse.Namespace) -> list[str]:
+    """The restore and verify commands to time (``drlib backup create`` runs through the same drlib,
+    but the installed one with ``--standin``)."""
+    if args.standin:
+        return [sys.executable, str(HERE / "drlib_standin.py")]
+    return shlex.split(args.drlib_cmd) if args.drlib_cmd else installed_drlib()
 
 
 def run_drlib(bench: Bench, arguments: Sequence[str]) -> tuple[float, dict[str, Any]]:
@@ -324,7 +329,7 @@ def main() -> None:
 
         started = time.monotonic()
         done = subprocess.run(
-            _backup_cmd(bench),
+            [*(installed_drlib() if args.standin else bench.drlib), "backup", "create", "--env", PROFILE],
             env=bench.env,
             cwd=home,
             capture_output=True,
@@ -348,12 +353,6 @@ def main() -> None:
     finally:
         box.down(purge=True)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _backup_cmd(bench: Bench) -> list[str]:
-    """``drlib backup create`` exists already: always the real command, even with ``--standin``."""
-    installed = Path(sys.executable).parent / "drlib"
-    return [str(installed) if installed.exists() else "drlib", "backup", "create", "--env", PROFILE]
 
 
 if __name__ == "__main__":
