@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from drlib.exceptions import DrlibError
@@ -49,6 +52,11 @@ def runbook(args: argparse.Namespace) -> tuple[Runbook, tuple[str, ...]]:
     if args.action == "verify":
         values["confirm"] = True  # verification only reads
         return VerifyRestore(**values), VERIFY_STEPS
+    if args.confirm:  # the evidence where the real command's report folder keeps it
+        run = f"{time.strftime('%H%M%S')}-{time.monotonic_ns()}-restore_database"
+        values["evidence_path"] = str(
+            Path(os.environ.get("DRLIB_REPORTS", "reports")) / "standin" / run / "evidence.json"
+        )
     if args.option:
         values["option"] = args.option
     if args.jobs:
