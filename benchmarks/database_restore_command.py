@@ -76,6 +76,8 @@ class Bench:
     drlib: list[str]
     env: dict[str, str]
     dump: Path = Path()
+    #: extra ``-p NAME VALUE`` for ``drlib restore database`` (e.g. verify_rows false)
+    restore_params: list[str] = field(default_factory=list)
     best: dict[tuple[str, int], Timing] = field(default_factory=dict)
 
     def keep_best(self, kind: str, jobs: int, timing: Timing) -> None:
@@ -184,7 +186,7 @@ def raw_restore(bench: Bench, jobs: int, name: str) -> Timing:
 
 def drlib_restore(bench: Bench, jobs: int, backup: str) -> Timing:
     command = ["restore", "database", "--env", PROFILE, "--backup", backup, "--jobs", str(jobs), "--confirm"]
-    seconds, document = run_drlib(bench, [*command, "--json", "-p", "drop_old_database", "true"])
+    seconds, document = run_drlib(bench, [*command, "--json", "-p", "drop_old_database", "true", *bench.restore_params])
     parts = step_seconds(document)
     pg_restore = pg_restore_seconds(bench.home / "reports")
     if pg_restore is not None and "restore_database" in parts:
@@ -333,6 +335,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--drlib-cmd", help="the drlib command to time (default: the drlib next to this Python)")
     parser.add_argument("--standin", action="store_true", help="time benchmarks/drlib_standin.py instead")
+    parser.add_argument(
+        "--restore-param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="another -p for drlib restore database, repeatable (e.g. verify_rows false)",
+    )
     parser.add_argument("--breakdown", action="store_true", help="show where the time goes for every -j")
     args = parser.parse_args()
 
@@ -346,9 +356,13 @@ def main() -> None:
         os.environ["DRLIB_CONFIG"] = str(write_profile(home, box))
         target = PgTarget.from_profile(load_profile(PROFILE))
         bench = Bench(home=home, target=target, drlib=drlib_command(args), env=dict(os.environ))
+        bench.restore_params = [item for name, value in args.restore_param for item in ("-p", name, value)]
         print(f"machine: {machine(target)}")
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        print(f"timing: {' '.join(bench.drlib)}")
+        print(
+            f"timing: {' '.join(bench.drlib)}"
+            + (f" (restore {' '.join(bench.restore_params)})" * bool(bench.restore_params))
+        )
         generate_database(target, size_mb=args.size_mb)
         sizes = ", ".join(f"{name} {format_bytes(size)}" for name, size in table_sizes(target).items())
         print(f"database {format_bytes(database_size(target))} ({sizes}) in {time.monotonic() - started:.0f}s")
