@@ -9,9 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nbformat
-from nbconvert import HTMLExporter
-
 from drlib.checks import CheckResult, checks_table_html
 from drlib.results import DrillResults, ResultsUnreadable
 from drlib.secrets import redact, scan_for_secrets
@@ -138,6 +135,9 @@ def notebook_html(path: Path) -> str:
     if not path.is_file():
         return "<p>The notebook did not produce an output file.</p>"
     try:
+        import nbformat  # here, not at the top: only a report with a notebook needs nbconvert (1/3 s to import)
+        from nbconvert import HTMLExporter
+
         notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
         body, _ = HTMLExporter(template_name="basic").from_notebook_node(notebook)  # type: ignore[no-untyped-call]
     except Exception as exc:  # a notebook cut short by a kill is often half-written: say so, keep the report
