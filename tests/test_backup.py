@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,8 @@ def test_manifest_records_checksum_size_version_counts_and_newest_rows(backup: B
     with target.connect() as conn:
         jobs = conn.execute("SELECT count(*), max(created_at) FROM content_jobs").fetchone()
     assert manifest.tables["public.content_jobs"].rows == jobs[0]
-    assert manifest.tables["public.content_jobs"].newest_created_at == jobs[1].isoformat()
+    newest = manifest.tables["public.content_jobs"].newest_created_at
+    assert newest is not None and datetime.fromisoformat(newest) == jobs[1]  # as PostgreSQL prints it, in UTC
     assert manifest.tables["public.content_jobs"].newest_column == "created_at"
     assert "public.content_jobs.content_jobs_user_id_fkey" in manifest.foreign_keys
 
