@@ -180,30 +180,32 @@ def _claim(partial: Path, names: list[Path]) -> Path:
     """Give the finished dump the first free name (the snapshot's second, else the next ones: the
     manifest keeps the exact snapshot time), never overwriting another backup."""
     for final in names:
-        try:
-            if partial.is_dir():
-                if final.exists():
-                    continue
-                os.rename(partial, final)
-                return final
-            try:
-                os.link(partial, final)  # fails if the name is taken
-            except FileExistsError:
-                continue
-            except OSError:  # a filesystem without hard links: check, then rename
-                if final.exists():
-                    continue
-                os.replace(partial, final)
-                return final
-            partial.unlink()
+        if _take_name(partial, final):
             return final
-        except FileExistsError:
-            continue
     _remove(partial)
     raise BackupFailed(
         f"{len(names)} backups named {names[0].name} and after were finished at the same time: nothing of this "
         "run was kept; take the backup again"
     )
+
+
+def _take_name(partial: Path, final: Path) -> bool:
+    """Move ``partial`` to ``final`` unless that name is taken (a hard link fails if it is; a directory,
+    or a filesystem without hard links, is checked first)."""
+    if not partial.is_dir():
+        try:
+            os.link(partial, final)
+        except FileExistsError:
+            return False
+        except OSError:
+            pass  # no hard links here: fall back to check-then-rename
+        else:
+            partial.unlink()
+            return True
+    if final.exists():
+        return False
+    os.replace(partial, final)
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -155,7 +155,8 @@ LIST_SETTINGS = (
     "unix_socket_directories",
 )
 
-#: Fixed code that applies the properties it decodes from a base64 JSON payload: no value from a backup
+#: Fixed code that applies the properties it decodes from a base64 JSON payload (settings already split
+#: into the items to quote, by :func:`setting_items`): no value from a backup
 #: is ever spliced into SQL text (the text also passes through psql in Option A, so neither quotes,
 #: dollar tags nor backslash commands in a value can escape). Roles that do not exist are skipped
 #: (verify then names what differs).
@@ -163,7 +164,7 @@ _APPLY_PROPERTIES = """DO $drlib$
 DECLARE
   p jsonb := convert_from(decode('{payload}', 'base64'), 'UTF8')::jsonb;
   db text := current_database();
-  r record; g jsonb; item record; k text; v text;
+  r record; g jsonb; item record; v text;
 BEGIN
   IF to_regrole(quote_ident(p->>'owner')) IS NOT NULL THEN
     EXECUTE format('ALTER DATABASE %I OWNER TO %I', db, p->>'owner');
@@ -188,24 +189,13 @@ BEGIN
            ON d.oid = s.setdatabase WHERE d.datname = db AND s.setrole <> 0 LOOP
     EXECUTE format('ALTER ROLE %I IN DATABASE %I RESET ALL', r.role, db);
   END LOOP;
-  FOR item IN SELECT NULL::text AS role, x AS setting FROM jsonb_array_elements_text(p->'settings') x
-              UNION ALL
-              SELECT o.key, x FROM jsonb_each(p->'role_settings') o, jsonb_array_elements_text(o.value) x LOOP
+  FOR item IN SELECT x->>0 AS role, x->>1 AS name, x->2 AS items FROM jsonb_array_elements(p->'apply_settings') x LOOP
     CONTINUE WHEN item.role IS NOT NULL AND to_regrole(quote_ident(item.role)) IS NULL;
-    k := split_part(item.setting, '=', 1);
-    v := substr(item.setting, length(k) + 2);
-    IF lower(k) IN ({list_settings}) THEN
-      SELECT string_agg(quote_literal(CASE WHEN btrim(e) LIKE '"%"'
-                                           THEN replace(substr(btrim(e), 2, length(btrim(e)) - 2), '""', '"')
-                                           ELSE btrim(e) END), ', ')
-        INTO v FROM regexp_split_to_table(v, ',') e;
-    ELSE
-      v := quote_literal(v);
-    END IF;
+    SELECT string_agg(quote_literal(e), ', ') INTO v FROM jsonb_array_elements_text(item.items) e;
     IF item.role IS NULL THEN
-      EXECUTE format('ALTER DATABASE %I SET %I = %s', db, k, v);
+      EXECUTE format('ALTER DATABASE %I SET %I = %s', db, item.name, v);
     ELSE
-      EXECUTE format('ALTER ROLE %I IN DATABASE %I SET %I = %s', item.role, db, k, v);
+      EXECUTE format('ALTER ROLE %I IN DATABASE %I SET %I = %s', item.role, db, item.name, v);
     END IF;
   END LOOP;
   EXECUTE format('COMMENT ON DATABASE %I IS %L', db, p->>'comment');
@@ -219,9 +209,20 @@ def database_properties_sql(props: DatabaseProperties) -> str:
 
     Run while connected to the database being restored; it names it by ``current_database()``, so it
     works under a temporary name too. The values travel base64-encoded, never as SQL text."""
-    payload = base64.b64encode(json.dumps(props.to_dict()).encode()).decode()
-    listed = ", ".join(f"'{name}'" for name in LIST_SETTINGS)
-    return _APPLY_PROPERTIES.replace("{payload}", payload).replace("{list_settings}", listed)
+    settings = [[None, *setting_items(s)] for s in props.settings]
+    settings += [[role, *setting_items(s)] for role, values in props.role_settings.items() for s in values]
+    payload = base64.b64encode(json.dumps({**props.to_dict(), "apply_settings": settings}).encode()).decode()
+    return _APPLY_PROPERTIES.replace("{payload}", payload)
+
+
+def setting_items(setting: str) -> tuple[str, list[str]]:
+    """A stored ``name=value`` as its name and the values to quote one by one: a list setting such as
+    ``search_path`` keeps its items (``"my schema", public`` is two), any other one is one value."""
+    name, _, value = setting.partition("=")
+    if name.lower() not in LIST_SETTINGS:
+        return name, [value]
+    items = [item.strip() for item in value.split(",")]
+    return name, [i[1:-1].replace('""', '"') if len(i) > 1 and i[0] == i[-1] == '"' else i for i in items]
 
 
 # -- roles -------------------------------------------------------------------------------------
@@ -389,8 +390,7 @@ def create_missing_roles(conn: psycopg.Connection, roles: list[Role]) -> list[st
             if exists and exists[0] is not None:
                 conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(parent), sql.Identifier(role.name)))
         for setting in role.settings:
-            name, _, value = setting.partition("=")
-            items = [item.strip().strip('"') for item in value.split(",")] if name.lower() in LIST_SETTINGS else [value]
+            name, items = setting_items(setting)
             values = sql.SQL(", ").join(sql.Literal(item) for item in items)
             conn.execute(
                 sql.SQL("ALTER ROLE {} SET {} = {}").format(sql.Identifier(role.name), sql.Identifier(name), values)

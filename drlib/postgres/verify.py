@@ -366,36 +366,39 @@ def _all_foreign_keys(manifest: BackupManifest | None, live: list[ForeignKey]) -
     return [keys[label] for label in sorted(keys)]
 
 
-def _qualified(table: str) -> sql.Identifier:
-    """A profile's table name: ``users`` means ``public.users``; ``sales.invoice`` is taken as written."""
-    schema, _, name = table.rpartition(".")
-    return sql.Identifier(schema or "public", name)
+def _as_key(spec: OrphanCheck) -> ForeignKey:
+    """A profile's hand-written orphan check as the key it checks (``users`` means ``public.users``)."""
+
+    def qualified(table: str) -> str:
+        schema, _, name = table.rpartition(".")
+        return sql.Identifier(schema or "public", name).as_string()
+
+    return ForeignKey(
+        name=spec.name,
+        child=qualified(spec.child_table),
+        columns=(spec.child_column,),
+        parent=qualified(spec.parent_table),
+        parent_columns=(spec.parent_column,),
+    )
 
 
-def orphan_query(spec: OrphanCheck | ForeignKey) -> sql.Composed:
+def orphan_query(key: ForeignKey) -> sql.Composed:
     """Child rows whose parent row is missing (the runbook's orphan query, for any key)."""
-    child: sql.Composable
-    parent: sql.Composable
-    if isinstance(spec, OrphanCheck):
-        child, parent = _qualified(spec.child_table), _qualified(spec.parent_table)
-        pairs = [(spec.child_column, spec.parent_column)]
-    else:
-        child, parent = sql.SQL(spec.child), sql.SQL(spec.parent)
-        pairs = list(zip(spec.columns, spec.parent_columns, strict=True))
+    pairs = list(zip(key.columns, key.parent_columns, strict=True))
     not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c, _ in pairs)
     joined = sql.SQL(" AND ").join(
         sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(c)) for c, p in pairs
     )
     return sql.SQL(
         "SELECT count(*) FROM {child} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {joined})"
-    ).format(child=child, parent=parent, not_null=not_null, joined=joined)
+    ).format(child=sql.SQL(key.child), parent=sql.SQL(key.parent), not_null=not_null, joined=joined)
 
 
 def _orphan_checks(
     target: PgTarget, settings: DatabaseSettings, keys: list[ForeignKey], *, jobs: int
 ) -> list[CheckResult]:
-    specs: list[tuple[str, OrphanCheck | ForeignKey, str]] = [
-        (s.name, s, f"{s.child_table}.{s.child_column} → {s.parent_table}.{s.parent_column}")
+    specs: list[tuple[str, ForeignKey, str]] = [
+        (s.name, _as_key(s), f"{s.child_table}.{s.child_column} → {s.parent_table}.{s.parent_column}")
         for s in hand_written_orphan_checks(settings)
     ]
     specs += [
@@ -407,7 +410,7 @@ def _orphan_checks(
         for fk in keys
     ]
 
-    def count(spec: OrphanCheck | ForeignKey) -> Callable[[psycopg.Connection], int | str]:
+    def count(spec: ForeignKey) -> Callable[[psycopg.Connection], int | str]:
         def run(conn: psycopg.Connection) -> int | str:
             try:
                 with conn.transaction():
