@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from drlib.config import Profile, load_profile
-from drlib.postgres.backup import Backup, backup_database
+from drlib.postgres.backup import Backup, backup_database, backup_name
 from drlib.postgres.catalogue import list_backups, select_backup
 from drlib.postgres.connection import PgTarget, database_exists, drop_database
 from drlib.postgres.integrity import verify_backup
@@ -71,7 +73,11 @@ def healthy_sandbox(sandbox: Sandbox, profile: Profile, target: PgTarget) -> San
 
 @pytest.fixture
 def backup(healthy_sandbox: Sandbox, profile: Profile, target: PgTarget) -> Backup:
-    """A fresh backup of the live sandbox database."""
+    """A fresh backup of the live sandbox database, named after its own second (a backup taken in the
+    same second as an earlier one gets the next free name, which tests of the naming must not see)."""
+    taken = {b.name for b in list_backups(profile.backups.postgres_dir, prefix=profile.backups.prefix)}
+    while backup_name(profile.backups.prefix, datetime.now(UTC), "custom") in taken:
+        time.sleep(0.05)
     return backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
 
 
