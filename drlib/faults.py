@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import redis
 from psycopg import sql
 
 from drlib.config import Profile
 from drlib.exceptions import DrillRefused
+from drlib.lazy import lazy_module
 from drlib.postgres.connection import PgTarget, drop_database
 from drlib.redis.connection import redis_client
 from drlib.storage.backends import S3Storage
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")
 
 
 def ensure_drill_target(profile: Profile, *, confirm: bool) -> None:

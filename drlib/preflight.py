@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-
-import redis
+from typing import TYPE_CHECKING
 
 from drlib.app.health import http_request
 from drlib.checks import CheckResult, check
 from drlib.config import Profile
 from drlib.exceptions import ConnectionFailed, InsufficientDiskSpace
+from drlib.lazy import lazy_module
 from drlib.postgres.connection import PgTarget
 from drlib.redis.connection import ping, redis_client
 from drlib.units import format_bytes
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")
 
 #: Free space wanted on top of the database size (indexes are rebuilt, WAL is written).
 RESTORE_HEADROOM = 1.2

@@ -29,11 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import pandas as pd
-
 from drlib.checks import Checks, checks_table_html
 from drlib.config import Component
+from drlib.lazy import lazy_module
 from drlib.plans import RestorePlan
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from drlib.scenarios.base import Runbook
@@ -79,7 +83,8 @@ class Outcome:
     title: str
     facts: dict[str, Any] = field(default_factory=dict)
     checks: Checks = field(default_factory=Checks)
-    table: pd.DataFrame | None = None
+    #: a table shown under the facts, built only when shown (so a command never imports pandas)
+    table: Callable[[], pd.DataFrame] | None = None
 
     @property
     def passed(self) -> bool:
@@ -98,7 +103,7 @@ class Outcome:
             )
             parts.append(f"<table>{rows}</table>")
         if self.table is not None:
-            parts.append(self.table.to_html(index=False))
+            parts.append(self.table().to_html(index=False))
         if self.checks:
             parts.append(checks_table_html(self.checks))
         return "".join(parts)

@@ -3,6 +3,7 @@ started on free ports in a temporary folder, and helpers to copy its database fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from drlib.config import Profile, load_profile
+from drlib.exceptions import DrlibError
 from drlib.postgres.backup import Backup, backup_database, backup_name
 from drlib.postgres.catalogue import list_backups, select_backup
 from drlib.postgres.connection import PgTarget, database_exists, drop_database
@@ -23,6 +25,7 @@ from drlib.sandbox.stack import Sandbox
 from drlib.storage.backup import archive_local
 from drlib.storage.catalogue import list_storage_backups, select_storage_backup
 from drlib.storage.restore import restore_local, verify_storage_backup
+from tests.scratchdb import PREFIX, Made, on
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,3 +96,26 @@ def db_copy(healthy_sandbox: Sandbox, target: PgTarget) -> Iterator[PgTarget]:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{target.name}"')
     yield target.with_database(name)
     drop_database(target, name)
+
+
+@pytest.fixture
+def make_db(healthy_sandbox: object, target: PgTarget) -> Iterator[Made]:
+    """make_db(*sql, name=None, options="") -> a new database (``CREATE DATABASE name options``) with
+    ``sql`` run in it; every database whose name starts with ``rfix_`` is dropped afterwards."""
+
+    def make(*statements: str, name: str | None = None, options: str = "") -> PgTarget:
+        name = name or f"{PREFIX}{secrets.token_hex(4)}"
+        with target.maintenance.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{name}" {options}')  # type: ignore[arg-type]
+        db = on(target, name)
+        with db.connect() as conn:
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+        return db
+
+    yield make
+    with target.maintenance.connect() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'rfix\\_%'").fetchall()
+    for (name,) in rows:
+        with contextlib.suppress(DrlibError):
+            drop_database(target, name)

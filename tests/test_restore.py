@@ -212,6 +212,8 @@ def test_an_option_a_interrupted_before_it_starts_leaves_the_database_as_it_was(
 def test_an_option_a_interrupted_midway_leaves_the_database_as_it_was(backup: Backup, db_copy: PgTarget) -> None:
     verified = verify_backup(backup, deep=True)
     faults.delete_rows(db_copy, "content_artifacts", 5)
+    with db_copy.connect() as conn:  # the reset drops other schemas before public: two tables changed first
+        conn.execute("CREATE SCHEMA extra; CREATE TABLE extra.a (id int); CREATE TABLE extra.b (id int)")
     before = state(db_copy)
     seen: list[tuple[str, int]] = []
 

@@ -6,11 +6,10 @@ Each test builds its own small database on the sandbox's server (a superuser) an
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from drlib.cli import main
-from drlib.exceptions import DrlibError, ParameterError, RestoreFailed
+from drlib.exceptions import ParameterError, RestoreFailed
 from drlib.plans import MAX_NAME_BYTES, RestorePlan, derived_name
 from drlib.postgres import reset
 from drlib.postgres.backup import backup_database
@@ -32,37 +31,7 @@ from drlib.postgres.restore import (
     restored_name,
     swap_databases,
 )
-
-Made = Callable[..., PgTarget]
-PREFIX = "rfix_"
-
-
-def on(server: PgTarget, name: str) -> PgTarget:
-    """``name`` on ``server``'s cluster, as a database with no check set (discovery only)."""
-    return replace(server, settings=replace(server.settings, name=name, check_set=None, tables=(), orphan_checks=()))
-
-
-@pytest.fixture
-def make_db(healthy_sandbox: object, target: PgTarget) -> Iterator[Made]:
-    """make_db(*sql, name=None, options="") -> a new database (``CREATE DATABASE name options``) with
-    ``sql`` run in it; every database whose name starts with ``rfix_`` is dropped afterwards."""
-
-    def make(*statements: str, name: str | None = None, options: str = "") -> PgTarget:
-        name = name or f"{PREFIX}{secrets.token_hex(4)}"
-        with target.maintenance.connect() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" {options}')  # type: ignore[arg-type]
-        db = on(target, name)
-        with db.connect() as conn:
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
-        return db
-
-    yield make
-    with target.maintenance.connect() as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'rfix\\_%'").fetchall()
-    for (name,) in rows:
-        with contextlib.suppress(DrlibError):
-            drop_database(target, name)
+from tests.scratchdb import PREFIX, Made
 
 
 def take(db: PgTarget, folder: Path) -> VerifiedBackup:

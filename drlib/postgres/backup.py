@@ -20,6 +20,7 @@ from pathlib import Path
 
 from drlib import __version__
 from drlib.exceptions import DrlibError
+from drlib.postgres.archive import toc_prefix
 from drlib.postgres.catalog import discover_foreign_keys, discover_tables
 from drlib.postgres.connection import PgTarget, sql_errors, start_pg_tool
 from drlib.postgres.content import read_contents
@@ -140,6 +141,7 @@ def backup_database(
         )
         name = final.name
         overall, files, size = dump_checksums(final)
+        toc = toc_prefix(final) if fmt == "custom" else None
         roles_path = final.with_name(final.name + ROLES_SUFFIX)
         roles_text = write_roles_file(roles_path, roles)
         manifest = BackupManifest(
@@ -165,6 +167,8 @@ def backup_database(
             roles_file=roles_path.name,
             roles_sha256=hashlib.sha256(roles_text.encode()).hexdigest(),
             fingerprint_seconds={"schema": round(schema_seconds, 3), "content": round(content_seconds, 3)},
+            toc_bytes=toc.length if toc else 0,
+            toc_sha256=toc.sha256 if toc else "",
         )
         write_manifest(manifest_path(final), manifest)
     except OSError as exc:

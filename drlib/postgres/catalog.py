@@ -62,10 +62,17 @@ class ForeignKey:
     columns: tuple[str, ...]
     parent: str
     parent_columns: tuple[str, ...]
+    #: PostgreSQL checked every existing row when the key was made (not ``NOT VALID``)
+    validated: bool = True
 
     @property
     def label(self) -> str:
         return f"{self.child}.{self.name}"
+
+    @property
+    def shape(self) -> tuple[str, tuple[str, ...], str, tuple[str, ...]]:
+        """What the key constrains, whatever it is called."""
+        return self.child, self.columns, self.parent, self.parent_columns
 
 
 def matches(plain_name: str, patterns: tuple[str, ...]) -> bool:
@@ -145,7 +152,8 @@ def discover_foreign_keys(conn: psycopg.Connection, settings: DatabaseSettings) 
                ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, i)
                       JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.i),
                ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, i)
-                      JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.i)
+                      JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.i),
+               con.convalidated
           FROM pg_constraint con
           JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           JOIN pg_class p ON p.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
@@ -154,7 +162,14 @@ def discover_foreign_keys(conn: psycopg.Connection, settings: DatabaseSettings) 
         """
     ).fetchall()
     return [
-        ForeignKey(name=conname, child=child, columns=tuple(columns), parent=parent, parent_columns=tuple(pcols))
-        for conname, child, child_plain, parent, parent_plain, columns, pcols in rows
+        ForeignKey(
+            name=conname,
+            child=child,
+            columns=tuple(columns),
+            parent=parent,
+            parent_columns=tuple(pcols),
+            validated=validated,
+        )
+        for conname, child, child_plain, parent, parent_plain, columns, pcols, validated in rows
         if in_scope(child_plain, settings) and in_scope(parent_plain, settings)
     ]

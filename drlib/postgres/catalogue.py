@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from drlib.exceptions import BackupCorrupt, BackupNotFound
+from drlib.lazy import lazy_module
 from drlib.postgres.backup import Backup
 from drlib.postgres.manifest import manifest_path, read_manifest
 from drlib.selection import check_backup_folder, select_backup
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 __all__ = ["catalogue_table", "list_backups", "parse_backup_time", "select_backup"]
 

@@ -5,17 +5,26 @@ Refuses, with one clear message each: a missing file, a 0-byte file, a file that
 and an archive whose table of contents ``pg_restore --list`` cannot read. ``deep=True``
 also reads every data block (``pg_restore -f /dev/null``), which finds truncation even
 without a manifest.
+
+``defer_checksum=True`` (Option B with ``confirm``) proves the archive's header and table of contents
+against the manifest (everything ``pg_restore`` executes: :mod:`drlib.postgres.archive`) and leaves the
+whole-file sha256 to :class:`BackgroundChecksum`, which reads it while the copy is restored: a mismatch
+stops that restore and drops the copy before it can be swapped in.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from drlib.checks import CheckResult, Checks, check
 from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfigError
 from drlib.hashing import sha256_file
+from drlib.postgres.archive import prefix_sha256
 from drlib.postgres.backup import Backup
 from drlib.postgres.manifest import BackupManifest, dump_checksums, manifest_path, read_manifest
 from drlib.postgres.tools import pg_program
@@ -33,6 +42,8 @@ class VerifiedBackup:
     toc_entries: int
     #: every data block was read through (``pg_restore -f /dev/null``), not only the table of contents
     deep: bool = False
+    #: the table of contents is proven; the whole file's sha256 is still to be read (BackgroundChecksum)
+    checksum_pending: bool = False
 
     @property
     def path(self) -> Path:
@@ -111,15 +122,40 @@ def _format_hint(head: bytes) -> str:
     return "it is not a pg_dump custom or directory archive"
 
 
-def verify_backup(backup: Backup, *, require_manifest: bool = True, deep: bool = False) -> VerifiedBackup:
-    """Check ``backup`` and return it verified, or raise :class:`BackupCorrupt`/:class:`BackupNotFound`."""
+def verify_backup(
+    backup: Backup, *, require_manifest: bool = True, deep: bool = False, defer_checksum: bool = False
+) -> VerifiedBackup:
+    """Check ``backup`` and return it verified, or raise :class:`BackupCorrupt`/:class:`BackupNotFound`.
+
+    ``defer_checksum``: when the manifest records the table of contents' digest, prove that now and leave
+    the whole file's sha256 to the restore (``checksum_pending``); otherwise it is read now as usual."""
     try:
-        return _verify(backup, require_manifest=require_manifest, deep=deep)
+        return _verify(backup, require_manifest=require_manifest, deep=deep, defer_checksum=defer_checksum)
     except OSError as exc:
         raise _unreadable(backup.path, exc) from exc
 
 
-def _verify(backup: Backup, *, require_manifest: bool, deep: bool) -> VerifiedBackup:
+def _checksum_mismatch(path: Path, overall: str, manifest: BackupManifest) -> BackupCorrupt:
+    return BackupCorrupt(
+        f"backup {path} fails its checksum (sha256 {overall[:16]}… ≠ manifest "
+        f"{manifest.sha256[:16]}…): the file changed after it was written. Pick another backup."
+    )
+
+
+def _checksum_check(manifest: BackupManifest, overall: str, detail: str = "sha256") -> CheckResult:
+    return check("backup_checksum", True, expected=manifest.sha256[:16], observed=overall[:16], detail=detail)
+
+
+def _toc_digest(path: Path, manifest: BackupManifest) -> tuple[str, str] | None:
+    """(expected, actual) sha256 of what pg_restore executes, when the manifest recorded it."""
+    if manifest.format == "directory" and "toc.dat" in manifest.files:
+        return manifest.files["toc.dat"], sha256_file(path / "toc.dat")
+    if manifest.toc_bytes > 0 and manifest.toc_sha256:
+        return manifest.toc_sha256, prefix_sha256(path, manifest.toc_bytes)
+    return None
+
+
+def _verify(backup: Backup, *, require_manifest: bool, deep: bool, defer_checksum: bool) -> VerifiedBackup:
     path = backup.path
     results: list[CheckResult] = []
     if not path.exists():
@@ -134,6 +170,7 @@ def _verify(backup: Backup, *, require_manifest: bool, deep: bool) -> VerifiedBa
     results.append(check("backup_format", True, expected="pg_dump archive", observed=head[:5].decode()))
 
     manifest = backup.manifest
+    toc: tuple[str, str] | None = None
     mpath = manifest_path(path)
     if manifest is None and mpath.is_file():
         manifest = read_manifest(mpath)
@@ -162,15 +199,29 @@ def _verify(backup: Backup, *, require_manifest: bool, deep: bool) -> VerifiedBa
                 f"{'truncated' if size < manifest.size_bytes else 'altered'}. Pick another backup."
             )
         results.append(check("backup_size", True, expected=manifest.size_bytes, observed=size))
-        overall, _, _ = dump_checksums(path)
-        if overall != manifest.sha256:
-            raise BackupCorrupt(
-                f"backup {path} fails its checksum (sha256 {overall[:16]}… ≠ manifest "
-                f"{manifest.sha256[:16]}…): the file changed after it was written. Pick another backup."
+        toc = _toc_digest(path, manifest) if defer_checksum and not deep else None
+        if toc is not None:
+            expected, actual = toc
+            if actual != expected:
+                raise BackupCorrupt(
+                    f"the table of contents of backup {path} fails its checksum (sha256 {actual[:16]}… ≠ manifest "
+                    f"{expected[:16]}…): the statements it would run changed after it was written. Pick another "
+                    "backup."
+                )
+            results.append(
+                check(
+                    "backup_toc_checksum",
+                    True,
+                    expected=expected[:16],
+                    observed=actual[:16],
+                    detail="sha256 of the header and table of contents; the whole file is read during the restore",
+                )
             )
-        results.append(
-            check("backup_checksum", True, expected=manifest.sha256[:16], observed=overall[:16], detail="sha256")
-        )
+        else:
+            overall, _, _ = dump_checksums(path)
+            if overall != manifest.sha256:
+                raise _checksum_mismatch(path, overall, manifest)
+            results.append(_checksum_check(manifest, overall))
         if manifest.roles_file:
             results.append(_roles_file_check(path, manifest))
 
@@ -184,4 +235,64 @@ def _verify(backup: Backup, *, require_manifest: bool, deep: bool) -> VerifiedBa
     if deep:
         read_whole_archive(path)
         results.append(check("backup_readable_to_end", True, expected="all data blocks readable", observed="ok"))
-    return VerifiedBackup(backup=backup, manifest=manifest, checks=Checks(results), toc_entries=entries, deep=deep)
+    return VerifiedBackup(
+        backup=backup,
+        manifest=manifest,
+        checks=Checks(results),
+        toc_entries=entries,
+        deep=deep,
+        checksum_pending=toc is not None,
+    )
+
+
+def finish_checksum(verified: VerifiedBackup) -> CheckResult | None:
+    """Read the whole file's sha256 now if it was left to the restore; raise :class:`BackupCorrupt` if
+    it differs. None when there was nothing pending."""
+    if not verified.checksum_pending or verified.manifest is None:
+        return None
+    try:
+        overall, _, _ = dump_checksums(verified.path)
+    except OSError as exc:
+        raise _unreadable(verified.path, exc) from exc
+    if overall != verified.manifest.sha256:
+        raise _checksum_mismatch(verified.path, overall, verified.manifest)
+    return _checksum_check(verified.manifest, overall)
+
+
+#: the background checksum yields the CPU to the restore it runs beside (nice +10: about a tenth of a core
+#: while both want one), and so finishes in the restore's idle moments
+BACKGROUND_NICE = 10
+
+
+class BackgroundChecksum:
+    """The whole-file sha256 of a backup whose table of contents was proven, read in a low-priority
+    thread while the restore runs. ``failed`` is set as soon as it differs; :meth:`result` waits for it
+    and returns the check or raises :class:`BackupCorrupt`."""
+
+    def __init__(self, verified: VerifiedBackup) -> None:
+        self.verified = verified
+        self.failed = threading.Event()
+        self._outcome: CheckResult | BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="drlib-backup-checksum", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # Linux: a thread's own priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        try:
+            self._outcome = finish_checksum(self.verified)
+        except BaseException as exc:  # handed to result(), in the restoring thread
+            self._outcome = exc
+            self.failed.set()
+
+    def error(self) -> BaseException | None:
+        """Wait for the checksum; what it raised, if anything."""
+        self._thread.join()
+        return self._outcome if isinstance(self._outcome, BaseException) else None
+
+    def result(self) -> CheckResult | None:
+        """Wait for the checksum; its check, or raise what it found."""
+        if (error := self.error()) is not None:
+            raise error
+        assert not isinstance(self._outcome, BaseException)
+        return self._outcome

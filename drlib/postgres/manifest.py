@@ -8,12 +8,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from drlib.exceptions import BackupCorrupt
 from drlib.hashing import sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
+#: how a table's rows were hashed for its content fingerprint (drlib.postgres.content)
+HashMethod = Literal["text", "record"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class TableStats:
     content_skipped: str = ""
     size_bytes: int = 0
     seconds: float = 0.0
+    #: how the rows were hashed: "text" (row printed, manifests before it) or "record" (drlib.postgres.content)
+    content_method: HashMethod = "text"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class BackupManifest:
     roles_sha256: str = ""
     #: what reading the fingerprints cost at backup time: {"schema": s, "content": s}
     fingerprint_seconds: dict[str, float] = field(default_factory=dict)
+    #: custom format: length and sha256 of the header + table of contents (everything pg_restore
+    #: executes), proven before a restore starts; 0 / "" when not recorded (drlib.postgres.archive)
+    toc_bytes: int = 0
+    toc_sha256: str = ""
 
     @property
     def created(self) -> datetime:

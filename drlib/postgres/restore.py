@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from drlib.exceptions import ConfirmationRequired, DrlibError, ParameterError, RestoreFailed
+from drlib.checks import CheckResult
+from drlib.exceptions import BackupCorrupt, ConfirmationRequired, DrlibError, ParameterError, RestoreFailed
 from drlib.plans import MAX_NAME_BYTES, RestorePlan, derived_name, timestamp_suffix
 from drlib.postgres.connection import (
     PgTarget,
@@ -43,7 +45,7 @@ from drlib.postgres.globals import (
     create_missing_roles,
     database_properties_sql,
 )
-from drlib.postgres.integrity import VerifiedBackup, read_whole_archive
+from drlib.postgres.integrity import BackgroundChecksum, VerifiedBackup, finish_checksum, read_whole_archive
 from drlib.postgres.replay import end_sessions, psql_argv, replay_dump, restore_argv
 from drlib.postgres.reset import (
     CannotReset,
@@ -69,6 +71,8 @@ class RestoreResult:
     single_transaction: bool = False
     #: what the restored database could not be given like the original (e.g. a tablespace this server lacks)
     notes: tuple[str, ...] = ()
+    #: checks made during the restore (the backup's whole-file checksum, when it was left to it)
+    checks: tuple[CheckResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,19 @@ def pg_restore_args(
     return [pg_program("pg_restore"), *args, str(verified.path)]
 
 
-def run_pg_restore(argv: list[str], *, target: PgTarget, timeout: float | None = None) -> float:
-    """Run pg_restore to completion; on error, timeout or interrupt kill it and its workers and
-    wait until the server has ended their sessions (so their open transactions are rolled back)."""
+#: how often a running pg_restore looks at its ``abort`` event
+ABORT_POLL_SECONDS = 0.25
+
+
+class Aborted(Exception):
+    """The ``abort`` event of :func:`run_pg_restore` was set (the caller knows why)."""
+
+
+def run_pg_restore(
+    argv: list[str], *, target: PgTarget, timeout: float | None = None, abort: threading.Event | None = None
+) -> float:
+    """Run pg_restore to completion; on error, timeout, interrupt or ``abort`` being set kill it and its
+    workers and wait until the server has ended their sessions (so their open transactions are rolled back)."""
     started = time.monotonic()
     env = target.tool_env()
     env["PGAPPNAME"] = f"drlib-restore-{secrets.token_hex(4)}"
@@ -109,11 +123,13 @@ def run_pg_restore(argv: list[str], *, target: PgTarget, timeout: float | None =
     except OSError as exc:
         raise RestoreFailed(f"cannot run {argv[0]} ({type(exc).__name__}): check the PostgreSQL installation") from exc
     try:
-        _, stderr = process.communicate(timeout=timeout)
+        stderr = _wait(process, started=started, timeout=timeout, abort=abort)
     except BaseException as exc:
         kill_tree(process.pid, timeout=5)
         process.communicate()
         end_sessions(target, env["PGAPPNAME"])
+        if isinstance(exc, Aborted):
+            raise
         reason = (
             "timed out" if isinstance(exc, subprocess.TimeoutExpired) else f"was interrupted ({type(exc).__name__})"
         )
@@ -122,6 +138,22 @@ def run_pg_restore(argv: list[str], *, target: PgTarget, timeout: float | None =
         end_sessions(target, env["PGAPPNAME"])
         raise RestoreFailed(f"pg_restore failed (exit {process.returncode}): {redact(_last_lines(stderr))}")
     return time.monotonic() - started
+
+
+def _wait(
+    process: subprocess.Popen[str], *, started: float, timeout: float | None, abort: threading.Event | None
+) -> str:
+    """pg_restore's stderr once it exits; raise TimeoutExpired after ``timeout``, Aborted once ``abort`` is set."""
+    while True:
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        step = left if abort is None else ABORT_POLL_SECONDS if left is None else min(left, ABORT_POLL_SECONDS)
+        try:
+            return process.communicate(timeout=step)[1]
+        except subprocess.TimeoutExpired:
+            if abort is not None and abort.is_set():
+                raise Aborted() from None
+            if left is not None and left <= ABORT_POLL_SECONDS:
+                raise
 
 
 def create_roles(target: PgTarget, roles: list[Role]) -> list[str]:
@@ -203,6 +235,7 @@ def restore_in_place(
             first = f"create the roles the backup uses that are missing ({len(roles)} in the backup)"
             plan = RestorePlan(action=plan.action, steps=(first, *plan.steps))
         return plan
+    finish_checksum(verified)  # Option A never writes before the whole file is proven
     if not verified.deep:
         read_whole_archive(verified.path)
     unchanged = f"nothing was changed: {target.name} is exactly as it was"
@@ -376,9 +409,13 @@ def restore_to_new_database(
     confirm: bool = False,
     new_name: str | None = None,
     timeout: float | None = None,
+    checksum: BackgroundChecksum | None = None,
 ) -> RestoreResult | RestorePlan:
     """Option B, first half: restore into a new database (``<name>_restored_<time>``, made like the
-    backup's database: encoding, collation, locale provider, tablespace); the live one is not touched."""
+    backup's database: encoding, collation, locale provider, tablespace); the live one is not touched.
+
+    When the backup's whole-file checksum is still pending (``verified.checksum_pending``) it is read
+    beside pg_restore (``checksum``, if already started): a mismatch stops the restore and drops the copy."""
     _check_jobs(jobs)
     new_name = new_name or restored_name(target.name)
     if len(new_name.encode()) > MAX_NAME_BYTES:
@@ -424,21 +461,33 @@ def restore_to_new_database(
         notes = create_database(target, new_name, like=props)
     except DrlibError as exc:
         raise RestoreFailed(f"{exc.message}. {untouched}; no database was created{_kept_roles(created)}.") from exc
+    if checksum is None and verified.checksum_pending:
+        checksum = BackgroundChecksum(verified)
     try:
-        seconds = run_pg_restore(argv, target=target, timeout=timeout)
+        seconds = run_pg_restore(argv, target=target, timeout=timeout, abort=checksum.failed if checksum else None)
         copy = target.with_database(new_name)
         with sql_errors(copy, doing=f"giving {new_name} the backup's database properties"), copy.connect() as conn:
             if drop_public:  # before the owner changes: the restoring user owns the new database until then
                 conn.execute(drop_empty_public_sql().encode())
             if props is not None:
                 apply_database_properties(conn, props)
+        checked = checksum.result() if checksum else None
     except BaseException as exc:
+        if checksum is not None and isinstance(exc, Aborted | DrlibError):
+            exc = checksum.error() or exc  # a damaged file is why pg_restore failed, or was stopped
         cleanup = _drop_partial(target, new_name)
         message = exc.message if isinstance(exc, DrlibError) else f"restore interrupted ({type(exc).__name__})"
         roles_kept = _kept_roles(created)
-        raise RestoreFailed(f"{message}. {untouched}{roles_kept}. {cleanup}") from exc
+        failure = BackupCorrupt if isinstance(exc, BackupCorrupt) else RestoreFailed
+        raise failure(f"{message.rstrip('.')}. {untouched}{roles_kept}. {cleanup}") from exc
     return RestoreResult(
-        option="B", backup=verified.path.name, database=new_name, seconds=seconds, jobs=jobs, notes=tuple(notes)
+        option="B",
+        backup=verified.path.name,
+        database=new_name,
+        seconds=seconds,
+        jobs=jobs,
+        notes=tuple(notes),
+        checks=(checked,) if checked else (),
     )
 
 

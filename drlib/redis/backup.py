@@ -14,14 +14,13 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from drlib import __version__
 from drlib.config import Profile
 from drlib.exceptions import BackupCorrupt, BackupNotFound, DrlibError
 from drlib.hashing import sha256_file
+from drlib.lazy import lazy_module
 from drlib.processes import free_port, spawn, stop_pid, wait_for_port
 from drlib.redis.connection import (
     Fingerprint,
@@ -32,6 +31,11 @@ from drlib.redis.connection import (
     wait_until_loaded,
 )
 from drlib.selection import check_backup_folder, make_backup_folder
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")
 
 MANIFEST_SUFFIX = ".manifest.json"
 RDB_MAGIC = b"REDIS"

@@ -12,14 +12,18 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from typing import TYPE_CHECKING, Any
 
 from drlib.config import Profile
 from drlib.exceptions import ConfigError, ConnectionFailed, CredentialsRejected, DrlibError
+from drlib.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import redis
+    import redis.backoff
+    import redis.retry
+else:
+    redis = lazy_module("redis", "redis.backoff", "redis.retry")
 
 SCAN_BATCH = 1000
 
@@ -39,7 +43,9 @@ def redis_client(profile: Profile, *, timeout: float = 5) -> redis.Redis:
     """A client for the profile's Redis (:class:`NotConfigured` when the profile has no ``[redis]``)."""
     settings = profile.require_redis()
     return redis.Redis(
-        retry=Retry(NoBackoff(), 0),  # a down Redis should say so now, not after a backoff series
+        retry=redis.retry.Retry(
+            redis.backoff.NoBackoff(), 0
+        ),  # a down Redis should say so now, not after a backoff series
         host=settings.host,
         port=settings.port,
         password=profile.secret(settings.password_secret, required=False) or None,

@@ -9,8 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import redis
+from typing import TYPE_CHECKING
 
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
@@ -24,11 +23,17 @@ from drlib.exceptions import (
     RestoreFailed,
 )
 from drlib.hashing import sha256_file
+from drlib.lazy import lazy_module
 from drlib.plans import RestorePlan, timestamp_suffix
 from drlib.redis.backup import RDB_MAGIC, RedisBackup, RedisManifest, manifest_path, read_manifest
 from drlib.redis.connection import fingerprint, redis_client, redis_error, wait_until_loaded
 from drlib.services import ServiceController, controller_for
 from drlib.units import format_bytes
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")
 
 #: free space wanted in Redis's data folder on top of the RDB itself
 FREE_SPACE_MARGIN = 1024 * 1024

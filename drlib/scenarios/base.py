@@ -10,19 +10,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
-
 from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks
 from drlib.config import Component, Profile, load_profile, project_root
 from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import ConfigError, DrlibError, NotConfigured, ParameterError
+from drlib.lazy import lazy_module
 from drlib.objectives import rpo_check
 from drlib.parameters import Param, validate
 from drlib.plans import RestorePlan
 from drlib.results import StepRecord
 from drlib.services import ServiceController
 from drlib.steps import Outcome, StepSpec, dry_run_outcome, not_configured_outcome, step_specs
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from drlib.staging import DrillSetup
@@ -196,7 +200,7 @@ class Runbook:
 
     def summary(self) -> Outcome:
         """Every check of the run in one table; the last cell of each notebook."""
-        steps = pd.DataFrame([{"step": s.name, "status": s.status, "seconds": s.seconds} for s in self.evidence.steps])
+        rows = [{"step": s.name, "status": s.status, "seconds": s.seconds} for s in self.evidence.steps]
         checks = Checks(self.evidence.checks)
         failed = [c.name for c in checks.failures]
         skipped = sum(1 for s in self.evidence.steps if s.status == "skipped")
@@ -214,7 +218,7 @@ class Runbook:
             facts["not configured (not run)"] = ", ".join(not_configured)
         if self.state_text():
             facts["stack state"] = self.state_text()
-        return Outcome(title=title, facts=facts, checks=checks, table=steps)
+        return Outcome(title=title, facts=facts, checks=checks, table=lambda: pd.DataFrame(rows))
 
 
 #: Checks run before a drill writes anything; raise to refuse.

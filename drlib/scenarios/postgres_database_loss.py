@@ -3,6 +3,7 @@ Pre-Restore Checklist and the database part of the Verify Restore Procedure."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 from drlib import faults
@@ -17,7 +18,7 @@ from drlib.plans import RestorePlan
 from drlib.postgres.backup import backup_database
 from drlib.postgres.catalogue import catalogue_table, list_backups, select_backup
 from drlib.postgres.connection import PgTarget
-from drlib.postgres.integrity import VerifiedBackup, verify_backup
+from drlib.postgres.integrity import BackgroundChecksum, VerifiedBackup, verify_backup
 from drlib.postgres.restore import (
     MAX_RESTORE_JOBS,
     drop_old_database,
@@ -75,6 +76,9 @@ class PostgresDatabaseLoss(Runbook):
         #: None on a profile without an application: its steps report "not configured"
         self.app: ServiceController | None = controller_for(self.profile) if self.profile.app else None
         self.verified: VerifiedBackup | None = None
+        #: Option B: the backup's whole-file sha256, read in the background from the checklist on; a step
+        #: that changes the live stack before the restore (stopping the application) waits for it first
+        self.checksum: BackgroundChecksum | None = None
         #: Option B verified every row of the copy before swapping it in: Step 4 need not read them again
         self.copy_verified = False
 
@@ -108,7 +112,11 @@ class PostgresDatabaseLoss(Runbook):
         )
         try:
             self.verified = verify_backup(
-                chosen, require_manifest=self.values["require_manifest"], deep=self.values["option"] == "A"
+                chosen,
+                require_manifest=self.values["require_manifest"],
+                deep=self.values["option"] == "A",
+                # Option B restores into a copy: its table of contents is proven now, the rest while restoring
+                defer_checksum=self.values["option"] == "B" and self.confirm,
             )
         except BackupCorrupt as exc:
             self.evidence.add_checks(
@@ -116,6 +124,7 @@ class PostgresDatabaseLoss(Runbook):
             )
             raise
         results.extend(self.verified.checks)
+        self.checksum = BackgroundChecksum(self.verified) if self.verified.checksum_pending else None
         manifest = self.verified.manifest
         needed = int((manifest.database_size_bytes if manifest else chosen.size_bytes * 5) * RESTORE_HEADROOM)
         results.append(disk_space(path=data_directory(self.target), required_bytes=needed))
@@ -140,9 +149,12 @@ class PostgresDatabaseLoss(Runbook):
     )
     def stop_application(self) -> Outcome:
         app = self._app()
+        proven = self._whole_backup_proven()  # never stop the application for a backup that fails
         app.stop()
         self.set_state("application", f"stopped ({app.description}); Step 5 starts it again")
-        return Outcome("Stop application", facts={"stopped": app.description}, checks=Checks([stopped_check(app)]))
+        return Outcome(
+            "Stop application", facts={"stopped": app.description}, checks=Checks([*proven, stopped_check(app)])
+        )
 
     # Step 2 ------------------------------------------------------------------------------
     @step(
@@ -171,7 +183,7 @@ class PostgresDatabaseLoss(Runbook):
             "Identify backup",
             facts={"selected": chosen.name, "taken_at": chosen.created_at.isoformat(timespec="seconds")},
             checks=Checks(results),
-            table=catalogue_table(backups),
+            table=lambda: catalogue_table(backups),
         )
 
     # Step 3 ------------------------------------------------------------------------------
@@ -222,9 +234,9 @@ class PostgresDatabaseLoss(Runbook):
             )
         try:
             restored = restore_to_new_database(
-                verified, target=self.target, jobs=jobs, confirm=self.confirm, new_name=copy
+                verified, target=self.target, jobs=jobs, confirm=self.confirm, new_name=copy, checksum=self.checksum
             )
-        except RestoreFailed:
+        except (RestoreFailed, BackupCorrupt):
             self.set_state("database", f"{self.target.name} untouched by the restore (the copy: see the error)")
             raise
         if isinstance(restored, RestorePlan):
@@ -234,12 +246,22 @@ class PostgresDatabaseLoss(Runbook):
             manifest=verified.manifest,
             jobs=jobs,
             depth="full" if self.values["verify_rows"] else "schema",
+            fresh_restore=True,
         )
         copy_checks = Checks(
-            check(
-                f"restored_copy:{c.name}", c.status != "fail", expected=c.expected, observed=c.observed, detail=c.detail
-            )
-            for c in copy_checks
+            [
+                *restored.checks,
+                *(
+                    check(
+                        f"restored_copy:{c.name}",
+                        c.status != "fail",
+                        expected=c.expected,
+                        observed=c.observed,
+                        detail=c.detail,
+                    )
+                    for c in copy_checks
+                ),
+            ]
         )
         if not copy_checks.passed:
             self.evidence.add_checks(copy_checks)
@@ -357,6 +379,15 @@ class PostgresDatabaseLoss(Runbook):
     def _app(self) -> ServiceController:
         """The application's controller (:class:`NotConfigured` on a profile without one)."""
         return self.app or controller_for(self.profile)
+
+    def _whole_backup_proven(self) -> list[CheckResult]:
+        """Wait for the background checksum, if one is running; its check (raises BackupCorrupt)."""
+        checksum, self.checksum = self.checksum, None
+        if checksum is None or self.verified is None:
+            return []
+        done = checksum.result()
+        self.verified = dataclasses.replace(self.verified, checksum_pending=False)
+        return [done] if done else []
 
     def _require_verified(self) -> VerifiedBackup:
         if self.verified is None:

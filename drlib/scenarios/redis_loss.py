@@ -3,9 +3,7 @@ treats as rebuildable, plus a job queue that is not: the notebook says which key
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from drlib import faults
 from drlib.app.functional import login_and_create_job
@@ -13,6 +11,7 @@ from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
 from drlib.evidence import Evidence
 from drlib.exceptions import DrlibError
+from drlib.lazy import lazy_module
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.preflight import stack_reachable
@@ -23,6 +22,11 @@ from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.selection import select_backup
 from drlib.staging import DrillSetup, fail_after_backup, write_keys_after_backup
 from drlib.steps import Outcome, step
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy_module("pandas")
 
 
 def safe_to_lose_table(notes: dict[str, str]) -> pd.DataFrame:
@@ -85,7 +89,7 @@ class RedisLoss(Runbook):
             "Redis pre-restore checklist",
             facts={"backup": chosen.name, "keys in backup": self.verified.manifest.keys},
             checks=Checks(results),
-            table=safe_to_lose_table(self.profile.require_redis().key_notes),
+            table=lambda: safe_to_lose_table(self.profile.require_redis().key_notes),
         )
 
     @step(

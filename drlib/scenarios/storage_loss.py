@@ -149,7 +149,7 @@ class StorageLoss(Runbook):
             "Locate backup",
             facts={"selected": chosen.name, "kind": chosen.kind},
             checks=Checks(results),
-            table=storage_catalogue_table(backups),
+            table=lambda: storage_catalogue_table(backups),
         )
 
     # Step 3 -------------------------------------------------------------------------------

@@ -3,24 +3,35 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import boto3
-import botocore.exceptions
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drlib.config import Profile
 from drlib.exceptions import ConfigError, ConnectionFailed, CredentialsRejected, DrlibError
 from drlib.hashing import CHUNK, sha256_chunks, sha256_file
+from drlib.lazy import lazy_module
 
-#: Multipart above 16 MiB, 8 parallel parts: large videos stream instead of loading into memory.
-TRANSFER = TransferConfig(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=8)
+if TYPE_CHECKING:
+    import boto3
+    import boto3.s3.transfer
+    import botocore.config
+    import botocore.exceptions
+else:
+    boto3 = lazy_module("boto3.s3.transfer")
+    botocore = lazy_module("botocore.exceptions", "botocore.config")
+
+
+@functools.cache
+def transfer_config() -> boto3.s3.transfer.TransferConfig:
+    """Multipart above 16 MiB, 8 parallel parts: large videos stream instead of loading into memory."""
+    return boto3.s3.transfer.TransferConfig(
+        multipart_threshold=16 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=8
+    )
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,7 @@ def s3_client(profile: Profile, *, timeout: float = 10, attempts: int = 3) -> An
     settings = profile.require_storage()
     access = profile.secret(settings.access_key_secret, required=False)
     secret = profile.secret(settings.secret_key_secret, required=False)
-    config = Config(
+    config = botocore.config.Config(
         connect_timeout=timeout,
         read_timeout=max(timeout, 60),
         retries={"max_attempts": attempts, "mode": "standard"},

@@ -19,14 +19,13 @@ import tarfile
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import botocore.exceptions
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from drlib import __version__
 from drlib.exceptions import DrlibError
 from drlib.hashing import copy_hashing, parallel_map, sha256_file
-from drlib.storage.backends import TRANSFER, LocalStorage, S3Storage
+from drlib.lazy import lazy_module
+from drlib.storage.backends import LocalStorage, S3Storage, transfer_config
 from drlib.storage.catalogue import StorageBackup
 from drlib.storage.manifest import (
     MANIFEST_SUFFIX,
@@ -37,6 +36,11 @@ from drlib.storage.manifest import (
     manifest_path_for,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    import botocore.exceptions
+else:
+    botocore = lazy_module("botocore.exceptions")
 
 COMPRESSORS = {"gz": ["gzip", "-c"], "zst": ["zstd", "-q", "-c", "-T0"]}
 
@@ -181,7 +185,10 @@ def snapshot_bucket(
     def copy(key: str) -> None:
         try:
             client.copy(
-                {"Bucket": live.bucket, "Key": live.prefix + key}, backups_bucket, dest_prefix + key, Config=TRANSFER
+                {"Bucket": live.bucket, "Key": live.prefix + key},
+                backups_bucket,
+                dest_prefix + key,
+                Config=transfer_config(),
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise live.error(exc) from exc
@@ -206,12 +213,12 @@ def push_to_bucket(
     manifest = manifest_path_for(path)
     try:
         if path.is_file():
-            client.upload_file(str(path), bucket, f"{prefix}{path.name}", Config=TRANSFER)
+            client.upload_file(str(path), bucket, f"{prefix}{path.name}", Config=transfer_config())
         else:
             keys = [p for p in sorted(path.rglob("*")) if p.is_file()]
             parallel_map(
                 lambda p: client.upload_file(
-                    str(p), bucket, f"{prefix}{path.name}/{p.relative_to(path).as_posix()}", Config=TRANSFER
+                    str(p), bucket, f"{prefix}{path.name}/{p.relative_to(path).as_posix()}", Config=transfer_config()
                 ),
                 keys,
                 workers=workers,

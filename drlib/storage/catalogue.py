@@ -6,16 +6,21 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import botocore.exceptions
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from drlib.config import Profile
 from drlib.exceptions import ConfigError
+from drlib.lazy import lazy_module
 from drlib.selection import select_backup
 from drlib.storage.backends import S3Storage, s3_client
 from drlib.storage.manifest import MANIFEST_SUFFIX, StorageManifest, manifest_path_for, read_manifest
+
+if TYPE_CHECKING:
+    import botocore.exceptions
+    import pandas as pd
+else:
+    botocore = lazy_module("botocore.exceptions")
+    pd = lazy_module("pandas")
 
 _DATE = r"(?P<date>\d{4}-\d{2}-\d{2})(?:_(?P<time>\d{6}))?"
 ARCHIVE_NAME = re.compile(rf"^storage_{_DATE}\.tar\.(?P<ext>gz|zst)$")

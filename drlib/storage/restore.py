@@ -19,20 +19,24 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import botocore.exceptions
+from typing import TYPE_CHECKING, Any
 
 from drlib.checks import CheckResult, Checks, check
 from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfirmationRequired, DrlibError, RestoreFailed
 from drlib.hashing import copy_hashing, parallel_map, sha256_file
+from drlib.lazy import lazy_module
 from drlib.plans import RestorePlan, timestamp_suffix
 from drlib.preflight import free_bytes, require_free_space
 from drlib.storage.archive import extract_archive
-from drlib.storage.backends import TRANSFER, LocalStorage, S3Storage
+from drlib.storage.backends import LocalStorage, S3Storage, transfer_config
 from drlib.storage.catalogue import StorageBackup
 from drlib.storage.manifest import StorageManifest, manifest_path_for, read_manifest
 from drlib.units import format_bytes
+
+if TYPE_CHECKING:
+    import botocore.exceptions
+else:
+    botocore = lazy_module("botocore.exceptions")
 
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 #: Free space wanted on top of the files' bytes (directories, metadata) ...
@@ -304,7 +308,12 @@ def restore_bucket(
     keys = sorted(manifest.files)
     parallel_map(
         lambda k: _s3_call(
-            live, live.client.copy, {"Bucket": bucket, "Key": prefix + k}, live.bucket, live.prefix + k, Config=TRANSFER
+            live,
+            live.client.copy,
+            {"Bucket": bucket, "Key": prefix + k},
+            live.bucket,
+            live.prefix + k,
+            Config=transfer_config(),
         ),
         keys,
         workers=workers,
@@ -337,7 +346,12 @@ def restore_object(
     live.check_reachable()
     started = time.monotonic()
     _s3_call(
-        live, live.client.copy, {"Bucket": bucket, "Key": prefix + key}, live.bucket, live.prefix + key, Config=TRANSFER
+        live,
+        live.client.copy,
+        {"Bucket": bucket, "Key": prefix + key},
+        live.bucket,
+        live.prefix + key,
+        Config=transfer_config(),
     )
     return StorageRestoreResult(
         backup=verified.backup.name,

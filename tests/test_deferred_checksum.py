@@ -1,0 +1,164 @@
+"""The backup's checksum in two parts: the header and table of contents (everything pg_restore executes)
+proven before anything is touched, the rest of the file read while Option B restores into its copy.
+
+A changed byte in the table of contents is refused before the first write; a changed byte in the rows
+stops the restore and drops the copy before it could be swapped in; a dry run and Option A still read
+the whole file first. Plus the parser's own oracle: pg_restore reads the table of contents from exactly
+the bytes the manifest records, and not from one byte fewer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drlib.exceptions import BackupCorrupt
+from drlib.plans import RestorePlan
+from drlib.postgres.archive import toc_prefix
+from drlib.postgres.backup import Backup, backup_database
+from drlib.postgres.connection import PgTarget, database_exists
+from drlib.postgres.integrity import verify_backup
+from drlib.postgres.manifest import read_manifest
+from drlib.postgres.restore import restore_in_place, restore_to_new_database
+from drlib.postgres.tools import pg_program
+from drlib.postgres.verify import verify_database
+from tests.scratchdb import Made
+
+ROWS = (
+    "CREATE TABLE parent (id int PRIMARY KEY, note text)",
+    "CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id))",
+    "INSERT INTO parent SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 20000) g",
+    "INSERT INTO child SELECT g, g FROM generate_series(1, 20000) g",
+)
+
+
+def flip(path: Path, offset: int) -> None:
+    """Change one byte of ``path`` in place (same size: only the checksums can tell)."""
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+def rows(db: PgTarget) -> list[tuple[object, ...]]:
+    with db.connect() as conn:
+        return conn.execute("SELECT count(*), sum(length(note)) FROM parent").fetchall()
+
+
+@pytest.fixture
+def dumped(make_db: Made, tmp_path: Path) -> tuple[PgTarget, Backup]:
+    db = make_db(*ROWS)
+    return db, backup_database(target=db, backup_dir=tmp_path)
+
+
+def test_the_manifest_records_where_the_table_of_contents_ends(dumped: tuple[PgTarget, Backup], tmp_path: Path) -> None:
+    _, backup = dumped
+    manifest = read_manifest(backup.path.with_name(backup.path.name + ".manifest.json"))
+    prefix = toc_prefix(backup.path)
+    assert prefix is not None and (manifest.toc_bytes, manifest.toc_sha256) == (prefix.length, prefix.sha256)
+    assert 0 < manifest.toc_bytes < manifest.size_bytes
+
+    def lists(length: int) -> bool:
+        cut = tmp_path / f"cut_{length}.dump"
+        cut.write_bytes(backup.path.read_bytes()[:length])
+        return subprocess.run([pg_program("pg_restore"), "--list", str(cut)], capture_output=True).returncode == 0
+
+    assert lists(manifest.toc_bytes)  # pg_restore finds its whole table of contents in those bytes
+    assert not lists(manifest.toc_bytes - 1)  # and not in one byte fewer
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"PGDMP", b"PGDMP\x01\x0e\x00\x04\x08\x01" + b"\xff" * 40, b"--\n-- PostgreSQL database dump\n"],
+    ids=["empty", "magic-only", "garbage-toc", "plain-sql"],
+)
+def test_files_the_parser_does_not_understand_get_no_prefix(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "odd.dump"
+    path.write_bytes(content)
+    assert toc_prefix(path) is None
+
+
+def test_a_changed_table_of_contents_is_refused_before_anything_is_created(
+    dumped: tuple[PgTarget, Backup], target: PgTarget
+) -> None:
+    _, backup = dumped
+    manifest = read_manifest(backup.path.with_name(backup.path.name + ".manifest.json"))
+    flip(backup.path, manifest.toc_bytes // 2)
+    with pytest.raises(BackupCorrupt, match=r"table of contents .* fails its checksum"):
+        verify_backup(backup, defer_checksum=True)
+
+
+def test_changed_rows_stop_the_restore_and_drop_the_copy(dumped: tuple[PgTarget, Backup], target: PgTarget) -> None:
+    db, backup = dumped
+    before = rows(db)
+    flip(backup.path, backup.path.stat().st_size - 100)  # inside the last data block
+    verified = verify_backup(backup, defer_checksum=True)
+    assert verified.checksum_pending
+    assert "backup_toc_checksum" in [c.name for c in verified.checks]
+    copy = f"{db.name}_copy"
+    with pytest.raises(BackupCorrupt, match=r"fails its checksum.*not touched.*copy .* was dropped"):
+        restore_to_new_database(verified, target=db, jobs=2, confirm=True, new_name=copy)
+    assert not database_exists(target, copy)
+    assert rows(db) == before
+
+
+def test_an_intact_backup_restores_with_the_checksum_read_alongside(
+    dumped: tuple[PgTarget, Backup], target: PgTarget
+) -> None:
+    db, backup = dumped
+    verified = verify_backup(backup, defer_checksum=True)
+    result = restore_to_new_database(verified, target=db, jobs=2, confirm=True, new_name=f"{db.name}_copy")
+    assert not isinstance(result, RestorePlan)
+    assert [c.name for c in result.checks] == ["backup_checksum"] and result.checks[0].status == "pass"
+    assert rows(db.with_database(result.database)) == rows(db)
+
+
+def test_a_dry_run_and_option_a_read_the_whole_file_first(dumped: tuple[PgTarget, Backup]) -> None:
+    db, backup = dumped
+    pending = verify_backup(backup, defer_checksum=True)  # proven table of contents, rows still to read
+    flip(backup.path, backup.path.stat().st_size - 100)
+    with pytest.raises(BackupCorrupt, match="fails its checksum"):
+        verify_backup(backup)  # what a dry run and the drill's preflight do
+    before = rows(db)
+    with pytest.raises(BackupCorrupt, match="fails its checksum"):
+        restore_in_place(pending, target=db, confirm=True)
+    assert rows(db) == before
+
+
+def test_a_fresh_copy_trusts_only_validated_keys(make_db: Made, tmp_path: Path) -> None:
+    """In a copy pg_restore just made, a validated key proves there are no orphans; a NOT VALID one
+    (which let orphans in) is still queried, and fails."""
+    db = make_db(
+        "CREATE TABLE parent (id int PRIMARY KEY)",
+        "CREATE TABLE child (id int PRIMARY KEY, parent_id int)",
+        "CREATE TABLE twin (id int PRIMARY KEY, parent_id int REFERENCES parent (id))",
+        "INSERT INTO parent VALUES (1)",
+        "INSERT INTO child VALUES (1, 1), (2, 99)",
+        "INSERT INTO twin VALUES (1, 1)",
+        "ALTER TABLE child ADD CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES parent (id) NOT VALID",
+    )
+    verified = verify_backup(backup_database(target=db, backup_dir=tmp_path))
+    result = restore_to_new_database(verified, target=db, jobs=1, confirm=True, new_name=f"{db.name}_copy")
+    assert not isinstance(result, RestorePlan)
+    checks = {
+        c.name: c
+        for c in verify_database(
+            target=db.with_database(result.database), manifest=verified.manifest, fresh_restore=True
+        )
+    }
+    orphans = checks["orphans:public.child.child_parent"]
+    assert orphans.status == "fail" and orphans.observed == 1
+    twin = checks["orphans:public.twin.twin_parent_id_fkey"]
+    assert twin.status == "pass" and "proven by the constraint twin_parent_id_fkey" in twin.detail
+
+
+def test_a_restore_command_starts_without_pandas_boto3_or_redis() -> None:
+    code = (
+        "import sys, drlib.cli, drlib.operate, drlib.cli_restore; "
+        "print(sorted({'pandas', 'boto3', 'botocore', 'redis', 'numpy'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
