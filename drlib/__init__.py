@@ -1,10 +1,7 @@
 """drlib: executable disaster-recovery runbooks."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("drlib")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+source"
+#: the one place the version is written (pyproject.toml reads it from here): no package metadata is
+#: read at start-up
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

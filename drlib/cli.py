@@ -16,6 +16,7 @@ import click
 
 from drlib import __version__
 from drlib.cli_restore import restore, verify
+from drlib.cli_undo import undo
 from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors, parameter_option
 
 EXIT_DRILL_FAILED = EXIT_CHECK_FAILED
@@ -30,6 +31,7 @@ def main() -> None:
 
 main.add_command(restore)
 main.add_command(verify)
+main.add_command(undo)
 
 
 # -- sandbox ------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from drlib.processes import RUN_MARKER
 from drlib.report import write_report_folder
 from drlib.results import CheckRecord, DrillResults, ExecutionInfo
 from drlib.results import Evidence as EvidenceRecord
-from drlib.scenarios import postgres_database_loss, redis_loss, storage_loss, verify_restore
+from drlib.scenarios import accidental_deletion, postgres_database_loss, redis_loss, storage_loss, verify_restore
 from drlib.scenarios.base import Scenario, refuse_without
 from drlib.secrets import looks_like_secret_name, redact
 from drlib.steps import Outcome
@@ -68,7 +68,7 @@ class Operation:
     """One ``drlib restore|verify TARGET`` command: which runbook's steps it runs and how its flags map
     to the runbook's parameters."""
 
-    verb: Literal["restore", "verify"]
+    verb: Literal["restore", "verify", "undo"]
     target: str
     scenario: Scenario
     #: the parameter ``--backup`` sets
@@ -93,7 +93,7 @@ class Operation:
 
     @property
     def writes(self) -> bool:
-        return self.verb == "restore"
+        return self.verb in ("restore", "undo")
 
     def step_methods(self) -> list[str]:
         return list(self.steps) or [spec.method for spec in self.scenario.steps]
@@ -154,6 +154,46 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         preflight=_named_redis_backup,
     ),
 }
+
+
+#: ``drlib undo deletion|files``: the accidental-deletion runbook, rows (and the files they name) or files only
+UNDO_ROW_STEPS = (
+    "identify_deletion",
+    "restore_scratch",
+    "find_deleted_rows",
+    "find_deleted_files",
+    "reinsert_rows",
+    "restore_files",
+    "verify_undo",
+    "drop_scratch",
+)
+OPERATIONS[("undo", "deletion")] = Operation(
+    "undo",
+    "deletion",
+    accidental_deletion.SCENARIO,
+    "backup",
+    steps=UNDO_ROW_STEPS,
+    settable=(
+        "failure_time",
+        "backup",
+        "table",
+        "keys",
+        "dependants",
+        "paths",
+        "storage_backup",
+        "keep_scratch",
+        "jobs",
+    ),
+)
+OPERATIONS[("undo", "files")] = Operation(
+    "undo",
+    "files",
+    accidental_deletion.SCENARIO,
+    "storage_backup",
+    steps=("identify_deletion", "find_deleted_files", "restore_files", "verify_undo"),
+    settable=("failure_time", "storage_backup", "paths"),
+    needs=("storage",),
+)
 
 
 def get_operation(verb: str, target: str) -> Operation:

@@ -61,7 +61,12 @@ BANNERS = {
 }
 
 
-HEADINGS = {"drill": "DR drill", "restore": "DR restore", "verify": "DR verification"}
+HEADINGS: dict[str, str] = {
+    "drill": "DR drill",
+    "restore": "DR restore",
+    "verify": "DR verification",
+    "undo": "DR selective undo",
+}
 
 
 def summary_html(results: DrillResults) -> str:

@@ -25,8 +25,8 @@ CheckStatus = Literal["pass", "fail", "warn"]
 StepStatus = Literal["running", "passed", "failed", "error", "skipped", "not_configured"]
 RunStatus = Literal["passed", "failed", "error", "dry_run", "refused"]
 #: what wrote a report: a drill (a fault injected, then the runbook), or an operator's
-#: ``drlib restore …`` / ``drlib verify …`` on a stack as it is
-RunKind = Literal["drill", "restore", "verify"]
+#: ``drlib restore …`` / ``drlib verify …`` / ``drlib undo …`` on a stack as it is
+RunKind = Literal["drill", "restore", "verify", "undo"]
 
 
 class _Model(BaseModel):

@@ -21,7 +21,6 @@ from pathlib import Path
 import psutil
 
 from drlib.processes import kill_marked, without_marker
-from drlib.report import MANIFEST_NAME
 
 POLL_SECONDS = 0.1
 
@@ -86,6 +85,8 @@ def watch(*, pid: int, create_time: float, run_id: str, folder: Path) -> int:
     if finished:
         return 0
     stopped = kill_marked(run_id)
+    from drlib.report import MANIFEST_NAME  # here, not at start: the watchdog starts beside every run
+
     if not (folder / MANIFEST_NAME).is_file():  # written last: without it the report was cut short
         from drlib.drill_record import write_abandoned_report
 

@@ -443,8 +443,9 @@ def test_kill_9_of_the_drill_command_leaves_no_process_and_a_report(healthy_sand
         ("storage_loss", ["-p", "storage_kind", "s3", "-p", "delete_extra", "true"], {"s3_objects": 3}),
         ("redis_loss", [], {"redis_keys": 5}),
         ("full_system_loss", [], {"users": 2, "content_jobs": 25, "storage_files": 3, "redis_keys": 5}),
+        ("accidental_deletion", [], {"users": 0, "content_jobs": 0}),  # selective: what was written since stays
     ],
-    ids=["storage-local", "storage-s3", "redis", "full-system"],
+    ids=["storage-local", "storage-s3", "redis", "full-system", "accidental-deletion"],
 )
 def test_every_scenario_drill_restores_and_verifies(
     healthy_sandbox,

@@ -7,12 +7,26 @@ from __future__ import annotations
 from typing import Any
 
 from drlib.exceptions import ConfigError
-from drlib.scenarios import full_system_loss, postgres_database_loss, redis_loss, storage_loss, verify_restore
+from drlib.scenarios import (
+    accidental_deletion,
+    full_system_loss,
+    postgres_database_loss,
+    redis_loss,
+    storage_loss,
+    verify_restore,
+)
 from drlib.scenarios.base import Scenario
 
 SCENARIOS: dict[str, Scenario] = {
     module.SCENARIO.id: module.SCENARIO
-    for module in (postgres_database_loss, storage_loss, redis_loss, full_system_loss, verify_restore)
+    for module in (
+        postgres_database_loss,
+        storage_loss,
+        redis_loss,
+        full_system_loss,
+        verify_restore,
+        accidental_deletion,
+    )
 }
 
 VERIFY_SCENARIO = verify_restore.SCENARIO.id
@@ -29,6 +43,8 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("storage_loss", {"storage_kind": "s3", "delete_extra": True}),
         ("redis_loss", {}),
         ("full_system_loss", {}),
+        # the Failure Scenarios
+        ("accidental_deletion", {}),
     ),
 }
 

@@ -1,0 +1,287 @@
+"""Accidental deletion undone selectively: deleted rows found by primary key against a scratch copy of
+the backup (with the rows that depended on them), shown with secrets masked, put back in foreign-key
+order in one transaction, rows written since kept; deleted files copied back, never over a file that
+exists; the command and the drill, which fails when the undo does not bring everything back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from drlib.cli import main
+from drlib.exceptions import ConfirmationRequired, ParameterError
+from drlib.postgres.backup import backup_database
+from drlib.postgres.connection import PgTarget
+from drlib.postgres.integrity import verify_backup
+from drlib.postgres.restore import restore_to_new_database
+from drlib.postgres.undelete import MASK, UndeleteFailed, find_deleted, reinsert, survey_deleted
+from drlib.results import DrillResults
+from drlib.storage.backends import LocalStorage
+from drlib.storage.backup import archive_local
+from drlib.storage.catalogue import list_storage_backups, select_storage_backup
+from drlib.storage.restore import verify_storage_backup
+from drlib.storage.undelete import find_missing_files, normalise_paths, restore_missing_files
+from tests.scratchdb import Made
+
+SHOP = (
+    "CREATE TABLE customers (id int PRIMARY KEY, email text UNIQUE NOT NULL, password_hash text)",
+    "CREATE TABLE orders (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, customer_id int NOT NULL "
+    "REFERENCES customers (id), total numeric(10, 2), total_cents int GENERATED ALWAYS AS ((total * 100)::int) STORED)",
+    "CREATE TABLE lines (order_id int REFERENCES orders (id), n int, item text, PRIMARY KEY (order_id, n))",
+    "CREATE TABLE notes (id serial PRIMARY KEY, body text)",  # no key to customers: never touched
+    "INSERT INTO customers SELECT g, 'c' || g || '@example.com', 'hash-' || g FROM generate_series(1, 20) g",
+    "INSERT INTO orders (customer_id, total) SELECT 1 + g % 20, g FROM generate_series(1, 60) g",
+    "INSERT INTO lines SELECT o.id, k, 'item ' || k FROM orders o, generate_series(1, 3) k",
+    "INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 5) g",
+)
+
+
+def run(db: PgTarget, *statements: str) -> None:
+    with db.connect() as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def count(db: PgTarget, query: str) -> int:
+    with db.connect() as conn:
+        row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+    return int(row[0]) if row else -1
+
+
+@pytest.fixture
+def shop(make_db: Made, tmp_path: Path) -> tuple[PgTarget, PgTarget]:
+    """(live, scratch): a shop database backed up, then customer 3 deleted with their orders and order
+    lines, and new rows written after the backup; the scratch database restored from the backup."""
+    live = make_db(*SHOP)
+    verified = verify_backup(backup_database(target=live, backup_dir=tmp_path))
+    run(
+        live,
+        "INSERT INTO customers VALUES (21, 'new@example.com', 'x')",  # written after the backup
+        "INSERT INTO orders (customer_id, total) VALUES (21, 5)",
+        "DELETE FROM lines WHERE order_id IN (SELECT id FROM orders WHERE customer_id = 3)",
+        "DELETE FROM orders WHERE customer_id = 3",
+        "DELETE FROM customers WHERE id = 3",
+    )
+    scratch = restore_to_new_database(verified, target=live, jobs=2, confirm=True, new_name=f"{live.name}_scratch")
+    assert not isinstance(scratch, type(None))
+    return live, live.with_database(f"{live.name}_scratch")
+
+
+def test_the_deleted_rows_and_their_dependants_are_found_parents_first_with_secrets_masked(
+    shop: tuple[PgTarget, PgTarget],
+) -> None:
+    live, scratch = shop
+    plan = find_deleted(live=live, scratch=scratch, table="customers", keys=["3"])
+    assert [(t.table.qualified, t.count) for t in plan.tables] == [
+        ("public.customers", 1),
+        ("public.orders", 3),
+        ("public.lines", 9),
+    ]
+    assert plan.tables[0].keys == ("3",) and plan.tables[0].sample[0]["password_hash"] == MASK
+    assert plan.tables[1].via == "public.orders.orders_customer_id_fkey"
+    alone = find_deleted(live=live, scratch=scratch, table="customers", keys=["3"], dependants=False)
+    assert [t.table.qualified for t in alone.tables] == ["public.customers"]
+
+
+def test_keys_still_live_or_never_backed_up_are_named(shop: tuple[PgTarget, PgTarget]) -> None:
+    live, scratch = shop
+    plan = find_deleted(live=live, scratch=scratch, table="customers", keys=["3", "4", "99"])
+    assert plan.tables[0].count == 1
+    assert plan.not_missing == {"4": "still in the live database", "99": "not in the backup"}
+
+
+def test_rows_deleted_under_a_parent_that_is_still_there_are_found_by_its_key(
+    shop: tuple[PgTarget, PgTarget],
+) -> None:
+    live, scratch = shop
+    run(live, "DELETE FROM lines WHERE order_id IN (SELECT id FROM orders WHERE customer_id = 4)")
+    plan = find_deleted(live=live, scratch=scratch, table="customers", keys=["4"])
+    assert [(t.table.qualified, t.count) for t in plan.tables] == [("public.lines", 9)]
+    assert plan.not_missing == {"4": "still in the live database"}
+
+
+def test_putting_them_back_keeps_every_row_written_since(shop: tuple[PgTarget, PgTarget]) -> None:
+    live, scratch = shop
+    plan = find_deleted(live=live, scratch=scratch, table="customers", keys=["3"])
+    with pytest.raises(ConfirmationRequired):
+        reinsert(plan, live=live, scratch=scratch, table="customers", keys=["3"])
+    done = reinsert(plan, live=live, scratch=scratch, table="customers", keys=["3"], confirm=True)
+    assert done.inserted == {"public.customers": 1, "public.orders": 3, "public.lines": 9}
+    assert count(live, "SELECT count(*) FROM customers WHERE id IN (3, 21)") == 2  # back, and the new one kept
+    assert count(live, "SELECT count(*) FROM orders WHERE customer_id = 21") == 1
+    assert count(live, "SELECT count(*) FROM orders o JOIN lines l ON l.order_id = o.id WHERE customer_id = 3") == 9
+    assert count(live, "SELECT count(*) FROM orders WHERE customer_id = 3 AND total_cents = total * 100") == 3
+    assert find_deleted(live=live, scratch=scratch, table="customers", keys=["3"]).total == 0
+    assert survey_deleted(live=live, scratch=scratch) == {
+        "public.customers": 0,
+        "public.lines": 0,
+        "public.notes": 0,
+        "public.orders": 0,
+    }
+
+
+def test_a_value_taken_since_rolls_everything_back_and_says_which(shop: tuple[PgTarget, PgTarget]) -> None:
+    live, scratch = shop
+    plan = find_deleted(live=live, scratch=scratch, table="customers", keys=["3"])
+    run(live, "INSERT INTO customers VALUES (30, 'c3@example.com', 'y')")  # the deleted user's email, reused
+    with pytest.raises(Exception, match=r"customers_email_key.*Nothing was inserted") as info:
+        reinsert(plan, live=live, scratch=scratch, table="customers", keys=["3"], confirm=True)
+    assert "c3@example.com" not in str(info.value) or "Key (email)" in str(info.value)
+    assert count(live, "SELECT count(*) FROM orders WHERE customer_id = 3") == 0
+
+
+def test_a_plan_the_live_database_no_longer_matches_is_refused(shop: tuple[PgTarget, PgTarget]) -> None:
+    live, scratch = shop
+    plan = find_deleted(live=live, scratch=scratch, table="customers")
+    run(live, "INSERT INTO customers VALUES (3, 'c3@example.com', 'put back by hand')")
+    with pytest.raises(UndeleteFailed, match="changed since the plan"):
+        reinsert(plan, live=live, scratch=scratch, table="customers", confirm=True)
+    assert count(live, "SELECT count(*) FROM orders WHERE customer_id = 3") == 0
+
+
+def test_tables_without_a_key_and_unknown_tables_are_refused(shop: tuple[PgTarget, PgTarget]) -> None:
+    live, scratch = shop
+    run(live, "CREATE TABLE loose (a int)")
+    run(scratch, "CREATE TABLE loose (a int)")
+    with pytest.raises(UndeleteFailed, match="no primary key"):
+        find_deleted(live=live, scratch=scratch, table="loose")
+    with pytest.raises(ParameterError, match="not in the backup"):
+        find_deleted(live=live, scratch=scratch, table="nope; DROP TABLE customers")
+    assert count(live, "SELECT count(*) FROM customers") == 20
+
+
+def test_a_two_column_key_is_given_as_pairs(shop: tuple[PgTarget, PgTarget]) -> None:
+    live, scratch = shop
+    order = count(scratch, "SELECT min(id) FROM orders WHERE customer_id = 3")
+    plan = find_deleted(live=live, scratch=scratch, table="lines", keys=[f"{order},2"])
+    assert [(t.table.qualified, t.count) for t in plan.tables] == [("public.lines", 1)]
+    with pytest.raises(ParameterError, match="2-column key"):
+        find_deleted(live=live, scratch=scratch, table="lines", keys=["7"])
+
+
+# -- files -----------------------------------------------------------------------------------------
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[LocalStorage, Path]:
+    root = tmp_path / "storage"
+    for folder in ("voiceovers", "videos"):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            (root / folder / f"{i}.bin").write_bytes(f"{folder}-{i}".encode() * 100)
+    backups = tmp_path / "backups"
+    archive_local(root=root, backup_dir=backups)
+    return LocalStorage(root), backups
+
+
+def test_deleted_files_come_back_and_existing_ones_are_left_alone(tree: tuple[LocalStorage, Path]) -> None:
+    live, backups = tree
+    verified = verify_storage_backup(select_storage_backup(list_storage_backups(backup_dir=backups)))
+    (live.root / "voiceovers" / "1.bin").unlink()
+    shutil.rmtree(live.root / "videos")
+    (live.root / "voiceovers" / "2.bin").write_bytes(b"changed since, and kept")
+    missing = find_missing_files(verified, live=live, paths=["voiceovers", "videos/0.bin", "music"])
+    assert missing.keys == ("videos/0.bin", "voiceovers/1.bin") and missing.unknown == ("music",)
+    plan = restore_missing_files(verified, missing, live=live)
+    assert "restore videos/0.bin" in str(plan)
+    assert not (live.root / "videos").exists()
+    (live.root / "videos").mkdir()
+    (live.root / "videos" / "0.bin").write_bytes(b"came back meanwhile")
+    done = restore_missing_files(verified, missing, live=live, confirm=True)
+    assert not isinstance(done, type(plan)) and done.restored == ("voiceovers/1.bin",)  # type: ignore[union-attr]
+    assert done.skipped == ("videos/0.bin",)  # type: ignore[union-attr]
+    assert (live.root / "voiceovers" / "1.bin").read_bytes() == b"voiceovers-1" * 100
+    assert (live.root / "videos" / "0.bin").read_bytes() == b"came back meanwhile"
+    assert (live.root / "voiceovers" / "2.bin").read_bytes() == b"changed since, and kept"
+    assert not any(p.name.startswith(".drlib") for p in live.root.parent.iterdir())
+
+
+@pytest.mark.parametrize("path", ["../etc/passwd", "/etc/passwd", "a/../../b", "a//b"])
+def test_paths_outside_the_storage_root_are_refused(path: str) -> None:
+    with pytest.raises(ParameterError, match="relative to the storage root"):
+        normalise_paths([path])
+
+
+# -- the command and the drill ----------------------------------------------------------------------
+def drlib(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def reports() -> set[Path]:
+    return set(Path(os.environ["DRLIB_REPORTS"]).glob("*/*-*"))
+
+
+def test_undo_deletion_shows_then_brings_back_a_user_with_their_jobs_artifacts_and_files(
+    backup: object, target: PgTarget, sandbox: object, profile: object
+) -> None:
+    with target.connect() as conn:
+        user, artifacts = conn.execute(
+            "SELECT j.user_id, count(a.id) FROM content_jobs j "
+            "JOIN content_artifacts a ON a.job_id = j.id GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
+        ).fetchone()  # type: ignore[misc]
+        jobs = conn.execute("SELECT count(*) FROM content_jobs WHERE user_id = %s", (user,)).fetchone()[0]  # type: ignore[index]
+        files = [
+            r[0]
+            for r in conn.execute(
+                "SELECT storage_key FROM content_artifacts a JOIN content_jobs j ON j.id = a.job_id "
+                "WHERE j.user_id = %s",
+                (user,),
+            )
+        ]
+    root = Path(profile.require_storage().path)  # type: ignore[attr-defined]
+    archive_local(root=root, backup_dir=profile.backups.storage_dir)  # type: ignore[attr-defined]
+    with target.connect() as conn, conn.transaction():
+        conn.execute(
+            "DELETE FROM content_artifacts WHERE job_id IN (SELECT id FROM content_jobs WHERE user_id = %s)", (user,)
+        )
+        conn.execute("DELETE FROM content_jobs WHERE user_id = %s", (user,))
+        conn.execute("DELETE FROM users WHERE id = %s", (user,))
+    for key in files:
+        (root / key).unlink()
+    before = reports()
+    dry = drlib("undo", "deletion", "--table", "users", "--key", str(user))
+    assert dry.exit_code == 0, dry.output
+    assert f"1 row(s) of public.users; {jobs} row(s) of public.content_jobs" in dry.output, dry.output
+    assert count(target, f"SELECT count(*) FROM users WHERE id = {user}") == 0  # a dry run put nothing back
+    assert not any(p.name.endswith(".scratch") for p in root.iterdir())
+    done = drlib("undo", "deletion", "--table", "users", "--key", str(user), "--confirm", "--json")
+    assert done.exit_code == 0, done.output
+    results = DrillResults.model_validate(json.loads(done.stdout[done.stdout.index("{") :]))
+    assert results.kind == "undo" and results.status == "passed"
+    names = {c.name: c.status for c in results.checks}
+    assert names["deleted_rows_back"] == "pass" and names["deleted_files_back"] == "pass"
+    assert names["rows_written_since_kept"] == "pass"
+    assert (
+        count(
+            target,
+            f"SELECT count(*) FROM content_artifacts a JOIN content_jobs j ON j.id = a.job_id WHERE j.user_id = {user}",
+        )
+        == artifacts
+    )
+    assert all((root / key).is_file() for key in files)
+    with target.maintenance.connect() as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE '%scratch%'").fetchall()
+    assert len(reports() - before) == 2
+
+
+def test_undo_files_refuses_paths_outside_the_storage_root_in_one_line(sandbox: object) -> None:
+    result = drlib("undo", "files", "../../etc/passwd")
+    assert result.exit_code == 3
+    errors = [line for line in result.output.splitlines() if line.startswith("error [")]
+    assert len(errors) == 1 and errors[0].startswith("error [parameter]"), result.output
+
+
+@pytest.mark.slow
+def test_the_drill_fails_when_the_undo_leaves_the_dependants_behind(healthy_sandbox: object, target: PgTarget) -> None:
+    users = count(target, "SELECT count(*) FROM users")
+    result = CliRunner().invoke(main, ["drill", "run", "accidental_deletion", "-p", "dependants", "false"])
+    assert result.exit_code != 0, result.output
+    assert "deleted_rows_back" in result.output, result.output
+    assert count(target, "SELECT count(*) FROM users") >= users  # the user came back, only the jobs did not
+    repair = drlib("undo", "deletion", "--table", "content_jobs", "--confirm")  # and now the jobs and artifacts
+    assert repair.exit_code == 0, repair.output
+    with target.maintenance.connect() as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE '%scratch%'").fetchall()
