@@ -7,8 +7,9 @@ with ``count(*)`` and the newest-row ``max()``. Two ways to hash a row (the mani
 
 - ``record``: ``sum(hash_record_extended(ROW(columns), 0))``, each value hashed by its type's own hash
   function, without printing it (two to three times faster). Used when every column is of a built-in
-  type whose equality is its value (:data:`RECORD_SAFE_TYPES`, enums, arrays of them) with a deterministic
-  collation; a change between values the type calls equal (``1.0`` → ``1.00``) is not seen.
+  type whose equality is its value (:data:`RECORD_SAFE_TYPES`, arrays of them) with a deterministic
+  collation; a change between values the type calls equal (``1.0`` → ``1.00``) is not seen. Not enums
+  (their hash is the label's OID, which a restore assigns anew) nor ``bit``/``varbit`` (no 64-bit hash).
 - ``text``: ``sum(hashtextextended(ROW(columns)::text, 0))`` for every other table (``json``, ``citext``,
   geometric types, case-insensitive collations…), with the session settings that fix how values print
   (time zone, date style, float digits), so a restored database prints its rows as the original did.
@@ -49,7 +50,8 @@ STABLE_OUTPUT = (
 )
 
 
-#: built-in types whose hash function sees every change a dump and restore could make to a value
+#: built-in types whose 64-bit hash function sees every change a dump and restore could make to a value (not
+#: enums: they hash their label's OID, which differs in a restored database)
 RECORD_SAFE_TYPES = (
     "bool",
     "bytea",
@@ -77,8 +79,6 @@ RECORD_SAFE_TYPES = (
     "cidr",
     "macaddr",
     "macaddr8",
-    "bit",
-    "varbit",
     "pg_lsn",
 )
 
@@ -88,8 +88,8 @@ RECORD_SAFE_SQL = """
 SELECT a.attrelid, bool_and(
          (a.attcollation = 0 OR coalesce((SELECT co.collisdeterministic FROM pg_catalog.pg_collation co
                                           WHERE co.oid = a.attcollation), false))
-         AND (e.typtype = 'e' OR (e.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
-                                  AND e.typname OPERATOR(pg_catalog.=) ANY (%(safe)s::pg_catalog.text[]))))
+         AND e.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+         AND e.typname OPERATOR(pg_catalog.=) ANY (%(safe)s::pg_catalog.text[]))
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid
   JOIN pg_catalog.pg_type t1 ON t1.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END
