@@ -162,3 +162,29 @@ def test_a_restore_command_starts_without_pandas_boto3_or_redis() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_key_on_a_table_with_inheritance_children_proves_nothing_about_them(make_db: Made, tmp_path: Path) -> None:
+    """A foreign key is not inherited by a plain-inheritance child, yet the orphan query counts the child's
+    rows too: the validated key must not stand in for it, or an orphan in the child passes unnoticed."""
+    db = make_db(
+        "CREATE TABLE parent (id int PRIMARY KEY)",
+        "CREATE TABLE kid (id int PRIMARY KEY, parent_id int REFERENCES parent (id))",
+        "CREATE TABLE grandkid (extra int) INHERITS (kid)",
+        "INSERT INTO parent VALUES (1)",
+        "INSERT INTO kid VALUES (1, 1)",
+        "INSERT INTO grandkid VALUES (2, 99, 0)",  # no parent 99: the key does not cover grandkid
+    )
+    verified = verify_backup(backup_database(target=db, backup_dir=tmp_path))
+    live = {c.name: c for c in verify_database(target=db, manifest=verified.manifest)}
+    assert live["orphans:public.kid.kid_parent_id_fkey"].observed == 1
+    result = restore_to_new_database(verified, target=db, jobs=1, confirm=True, new_name=f"{db.name}_copy")
+    assert not isinstance(result, RestorePlan)
+    checks = {
+        c.name: c
+        for c in verify_database(
+            target=db.with_database(result.database), manifest=verified.manifest, fresh_restore=True
+        )
+    }
+    orphans = checks["orphans:public.kid.kid_parent_id_fkey"]
+    assert orphans.status == "fail" and orphans.observed == 1
