@@ -8,6 +8,7 @@ the bytes the manifest records, and not from one byte fewer."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from drlib.exceptions import BackupCorrupt
 from drlib.plans import RestorePlan
-from drlib.postgres.archive import toc_prefix
+from drlib.postgres.archive import prefix_sha256, toc_prefix
 from drlib.postgres.backup import Backup, backup_database
 from drlib.postgres.connection import PgTarget, database_exists
 from drlib.postgres.integrity import verify_backup
@@ -162,3 +163,60 @@ def test_a_restore_command_starts_without_pandas_boto3_or_redis() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_key_on_a_table_with_inheritance_children_proves_nothing_about_them(make_db: Made, tmp_path: Path) -> None:
+    """A foreign key is not inherited by a plain-inheritance child, yet the orphan query counts the child's
+    rows too: the validated key must not stand in for it, or an orphan in the child passes unnoticed."""
+    db = make_db(
+        "CREATE TABLE parent (id int PRIMARY KEY)",
+        "CREATE TABLE kid (id int PRIMARY KEY, parent_id int REFERENCES parent (id))",
+        "CREATE TABLE grandkid (extra int) INHERITS (kid)",
+        "INSERT INTO parent VALUES (1)",
+        "INSERT INTO kid VALUES (1, 1)",
+        "INSERT INTO grandkid VALUES (2, 99, 0)",  # no parent 99: the key does not cover grandkid
+    )
+    verified = verify_backup(backup_database(target=db, backup_dir=tmp_path))
+    live = {c.name: c for c in verify_database(target=db, manifest=verified.manifest)}
+    assert live["orphans:public.kid.kid_parent_id_fkey"].observed == 1
+    result = restore_to_new_database(verified, target=db, jobs=1, confirm=True, new_name=f"{db.name}_copy")
+    assert not isinstance(result, RestorePlan)
+    checks = {
+        c.name: c
+        for c in verify_database(
+            target=db.with_database(result.database), manifest=verified.manifest, fresh_restore=True
+        )
+    }
+    orphans = checks["orphans:public.kid.kid_parent_id_fkey"]
+    assert orphans.status == "fail" and orphans.observed == 1
+
+
+def edit_manifest(backup: Backup, **fields: object) -> Backup:
+    """``backup`` with its manifest file changed (what a damaged or hand-edited manifest says)."""
+    path = backup.path.with_name(backup.path.name + ".manifest.json")
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+    return Backup(path=backup.path, created_at=backup.created_at, manifest=None)
+
+
+def test_a_proven_prefix_shorter_than_the_table_of_contents_is_not_trusted(dumped: tuple[PgTarget, Backup]) -> None:
+    """A manifest whose toc_bytes ends mid-entry (its toc_sha256 matching those bytes) proved only part of
+    what pg_restore executes: a change after it must be found before anything is created."""
+    _, backup = dumped
+    manifest = read_manifest(backup.path.with_name(backup.path.name + ".manifest.json"))
+    short = manifest.toc_bytes // 2
+    edited = edit_manifest(backup, toc_bytes=short, toc_sha256=prefix_sha256(backup.path, short))
+    flip(backup.path, manifest.toc_bytes - 10)  # inside the table of contents, after the short prefix
+    with pytest.raises(BackupCorrupt, match="fails its checksum"):
+        verify_backup(edited, defer_checksum=True)
+
+
+@pytest.mark.parametrize(
+    "toc_bytes", ["100", 1.5, True, -5, 1 << 40], ids=["text", "float", "bool", "negative", "huge"]
+)
+def test_a_malformed_toc_length_reads_the_whole_file_first(dumped: tuple[PgTarget, Backup], toc_bytes: object) -> None:
+    _, backup = dumped
+    edited = edit_manifest(backup, toc_bytes=toc_bytes)
+    verified = verify_backup(edited, defer_checksum=True)  # no TypeError, no whole file read as a "prefix"
+    assert not verified.checksum_pending and "backup_checksum" in [c.name for c in verified.checks]

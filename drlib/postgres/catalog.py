@@ -62,7 +62,8 @@ class ForeignKey:
     columns: tuple[str, ...]
     parent: str
     parent_columns: tuple[str, ...]
-    #: PostgreSQL checked every existing row when the key was made (not ``NOT VALID``)
+    #: PostgreSQL checked every existing row when the key was made (not ``NOT VALID``), and the key covers
+    #: every row the orphan query reads (False on a table with plain-inheritance children: not inherited)
     validated: bool = True
 
     @property
@@ -153,7 +154,7 @@ def discover_foreign_keys(conn: psycopg.Connection, settings: DatabaseSettings) 
                       JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.i),
                ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, i)
                       JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.i),
-               con.convalidated
+               con.convalidated AND (c.relkind = 'p' OR NOT c.relhassubclass)
           FROM pg_constraint con
           JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           JOIN pg_class p ON p.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace

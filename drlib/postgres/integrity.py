@@ -24,7 +24,7 @@ from pathlib import Path
 from drlib.checks import CheckResult, Checks, check
 from drlib.exceptions import BackupCorrupt, BackupNotFound, ConfigError
 from drlib.hashing import sha256_file
-from drlib.postgres.archive import prefix_sha256
+from drlib.postgres.archive import prefix_sha256, toc_prefix
 from drlib.postgres.backup import Backup
 from drlib.postgres.manifest import BackupManifest, dump_checksums, manifest_path, read_manifest
 from drlib.postgres.tools import pg_program
@@ -147,12 +147,21 @@ def _checksum_check(manifest: BackupManifest, overall: str, detail: str = "sha25
 
 
 def _toc_digest(path: Path, manifest: BackupManifest) -> tuple[str, str] | None:
-    """(expected, actual) sha256 of what pg_restore executes, when the manifest recorded it."""
+    """(expected, actual) sha256 of what pg_restore executes, when the manifest recorded it.
+
+    Custom format: the digest proves everything pg_restore executes only if ``toc_bytes`` is exactly where
+    the table of contents ends, so unchanged bytes are parsed again; a length that is not a whole number
+    inside the file, or that ends elsewhere (mid-entry), gives None: the whole file is read first."""
     if manifest.format == "directory" and "toc.dat" in manifest.files:
         return manifest.files["toc.dat"], sha256_file(path / "toc.dat")
-    if manifest.toc_bytes > 0 and manifest.toc_sha256:
-        return manifest.toc_sha256, prefix_sha256(path, manifest.toc_bytes)
-    return None
+    length, expected = manifest.toc_bytes, manifest.toc_sha256
+    if type(length) is not int or not 0 < length < path.stat().st_size or not isinstance(expected, str) or not expected:
+        return None
+    actual = prefix_sha256(path, length)
+    if actual != expected:
+        return expected, actual
+    prefix = toc_prefix(path)
+    return (expected, actual) if prefix is not None and prefix.length == length else None
 
 
 def _verify(backup: Backup, *, require_manifest: bool, deep: bool, defer_checksum: bool) -> VerifiedBackup:
