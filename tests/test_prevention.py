@@ -461,3 +461,10 @@ def test_the_drill_passes_on_a_clean_sandbox_and_fails_on_a_breach(
     folder = newest(report_folders() - before)
     assert json.loads((folder / "results.json").read_text())["status"] == "failed"
     assert sandbox.status().healthy
+
+
+def test_the_prevention_checks_run_in_the_monthly_and_annual_plans_after_the_drills() -> None:
+    from drlib.scenarios import PLANS, SCENARIOS
+
+    assert SCENARIOS["prevention_checks"].rto_kind is None and not SCENARIOS["prevention_checks"].verify_after
+    assert PLANS["monthly"][-1][0] == PLANS["annually"][-1][0] == "prevention_checks"
