@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from drlib import __version__
+from drlib.cli_monitor import monitor
 from drlib.cli_restore import restore, verify
 from drlib.cli_undo import undo
 from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors, parameter_option
@@ -32,6 +33,7 @@ def main() -> None:
 main.add_command(restore)
 main.add_command(verify)
 main.add_command(undo)
+main.add_command(monitor)
 
 
 # -- sandbox ------------------------------------------------------------------------------

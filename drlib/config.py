@@ -291,6 +291,36 @@ class AppSettings:
     test_account_password_secret: str = "DRLIB_TEST_ACCOUNT_PASSWORD"
 
 
+Percent = Annotated[float, Field(gt=0, le=100)]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class MonitoringSettings:
+    """Thresholds of the prevention checks (the runbook's "Automated Alerts"), percentages of 100.
+
+    Disk usage over ``disk_warn_percent`` warns and over ``disk_critical_percent`` fails (60/80 in the
+    runbook); ``volumes`` names more folders whose filesystems are measured (name -> path)."""
+
+    disk_warn_percent: Percent = 60
+    disk_critical_percent: Percent = 80
+    #: client connections against max_connections
+    connections_warn_percent: Percent = 80
+    #: 5xx responses among the requests logged within ``log_window`` (or error lines among the lines)
+    error_rate_warn_percent: Percent = 5
+    log_window: Duration = 24 * 3600
+    #: storage files fewer than the newest backup's: any drop warns, a drop over this share fails
+    file_drop_fail_percent: Percent = 10
+    health_timeout: Duration = 10
+    volumes: dict[str, ProjectPath] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.disk_warn_percent >= self.disk_critical_percent:
+            raise ValueError(
+                f"disk_warn_percent ({self.disk_warn_percent:g}) must be below disk_critical_percent "
+                f"({self.disk_critical_percent:g})"
+            )
+
+
 def _known_names(values: dict[str, float], known: dict[str, float], what: str) -> dict[str, float]:
     unknown = [name for name in values if name not in known]
     if unknown:
@@ -341,6 +371,7 @@ class Profile:
     storage: StorageSettings | None = None
     app: AppSettings | None = None
     targets: Targets = Targets()
+    monitoring: MonitoringSettings = MonitoringSettings()
     secrets_file: ProjectPath | None = None
     #: secrets given inside DATABASE_URL / REDIS_URL (name -> value), kept in memory only
     url_secrets: SkipJsonSchema[SecretValues] = dataclasses.field(

@@ -48,6 +48,11 @@ def log_lines(profile: Profile, *, since: datetime) -> list[str]:
     return []
 
 
+def is_error_line(line: str) -> bool:
+    """A line that reports an error (error, critical, fatal, a traceback)."""
+    return bool(_ERROR.search(line))
+
+
 def log_checks(profile: Profile, *, since: datetime) -> list[CheckResult]:
     """No error lines (fail) and no warning lines (warn) since ``since``."""
     lines = log_lines(profile, since=since)

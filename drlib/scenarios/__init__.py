@@ -11,6 +11,7 @@ from drlib.scenarios import (
     accidental_deletion,
     full_system_loss,
     postgres_database_loss,
+    prevention_checks,
     redis_loss,
     storage_loss,
     verify_restore,
@@ -26,6 +27,7 @@ SCENARIOS: dict[str, Scenario] = {
         full_system_loss,
         verify_restore,
         accidental_deletion,
+        prevention_checks,
     )
 }
 
@@ -34,7 +36,7 @@ VERIFY_SCENARIO = verify_restore.SCENARIO.id
 #: The runbook's "Regular Testing" cadence: (scenario, parameters) per drill.
 PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     # Monthly: test database restore, verify backup integrity.
-    "monthly": (("postgres_database_loss", {}),),
+    "monthly": (("postgres_database_loss", {}), ("prevention_checks", {})),
     # Quarterly: full disaster recovery drill, test restore procedures.
     "quarterly": (("postgres_database_loss", {}), ("storage_loss", {}), ("redis_loss", {}), ("full_system_loss", {})),
     # Annually: test alternative recovery methods too (Option A in place, the S3 storage path).
@@ -45,6 +47,8 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("full_system_loss", {}),
         # the Failure Scenarios
         ("accidental_deletion", {}),
+        # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
+        ("prevention_checks", {}),
     ),
 }
 
