@@ -9,6 +9,7 @@ from typing import Any
 from drlib.exceptions import ConfigError
 from drlib.scenarios import (
     accidental_deletion,
+    database_corruption,
     full_system_loss,
     postgres_database_loss,
     redis_loss,
@@ -26,6 +27,7 @@ SCENARIOS: dict[str, Scenario] = {
         full_system_loss,
         verify_restore,
         accidental_deletion,
+        database_corruption,
     )
 }
 
@@ -45,6 +47,8 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("full_system_loss", {}),
         # the Failure Scenarios
         ("accidental_deletion", {}),
+        ("database_corruption", {"drill_damage": "index"}),
+        ("database_corruption", {"drill_damage": "table"}),
     ),
 }
 
