@@ -9,6 +9,7 @@ from typing import Any
 from drlib.exceptions import ConfigError
 from drlib.scenarios import (
     accidental_deletion,
+    database_corruption,
     full_system_loss,
     postgres_database_loss,
     prevention_checks,
@@ -27,6 +28,7 @@ SCENARIOS: dict[str, Scenario] = {
         full_system_loss,
         verify_restore,
         accidental_deletion,
+        database_corruption,
         prevention_checks,
     )
 }
@@ -47,6 +49,8 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("full_system_loss", {}),
         # the Failure Scenarios
         ("accidental_deletion", {}),
+        ("database_corruption", {"drill_damage": "index"}),
+        ("database_corruption", {"drill_damage": "table"}),
         # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
         ("prevention_checks", {}),
     ),
