@@ -39,6 +39,7 @@ from drlib.monitoring import (
 )
 from drlib.postgres.backup import Backup
 from drlib.postgres.connection import PgTarget
+from drlib.postgres.manifest import manifest_path
 from drlib.redis.backup import backup_redis
 from drlib.sandbox.stack import Sandbox
 from drlib.scenarios.prevention_checks import PreventionChecks
@@ -187,7 +188,7 @@ def copy_backup(backup: Backup, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for path in backup.path.parent.glob(backup.name + "*"):
         shutil.copy2(path, folder / path.name)
-    return next(folder.glob(backup.name + "*.json"))
+    return manifest_path(folder / backup.name)  # not the roles file beside it (.roles.json)
 
 
 def test_a_backup_older_than_its_rpo_fails_and_a_missing_one_too(
