@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from drlib.checks import CheckResult
 from drlib.exceptions import BackupCorrupt
 from drlib.plans import RestorePlan
 from drlib.postgres.archive import prefix_sha256, toc_prefix
 from drlib.postgres.backup import Backup, backup_database
 from drlib.postgres.connection import PgTarget, database_exists
-from drlib.postgres.integrity import verify_backup
+from drlib.postgres.integrity import VerifiedBackup, verify_backup
 from drlib.postgres.manifest import read_manifest
 from drlib.postgres.restore import restore_in_place, restore_to_new_database
 from drlib.postgres.tools import pg_program
@@ -129,6 +130,14 @@ def test_a_dry_run_and_option_a_read_the_whole_file_first(dumped: tuple[PgTarget
     assert rows(db) == before
 
 
+def fresh_copy_checks(db: PgTarget, verified: VerifiedBackup) -> dict[str, CheckResult]:
+    """``verified`` restored by Option B into ``<db>_copy``, and that fresh copy verified, by check name."""
+    result = restore_to_new_database(verified, target=db, jobs=1, confirm=True, new_name=f"{db.name}_copy")
+    assert not isinstance(result, RestorePlan)
+    copy = db.with_database(result.database)
+    return {c.name: c for c in verify_database(target=copy, manifest=verified.manifest, fresh_restore=True)}
+
+
 def test_a_fresh_copy_trusts_only_validated_keys(make_db: Made, tmp_path: Path) -> None:
     """In a copy pg_restore just made, a validated key proves there are no orphans; a NOT VALID one
     (which let orphans in) is still queried, and fails."""
@@ -142,14 +151,7 @@ def test_a_fresh_copy_trusts_only_validated_keys(make_db: Made, tmp_path: Path) 
         "ALTER TABLE child ADD CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES parent (id) NOT VALID",
     )
     verified = verify_backup(backup_database(target=db, backup_dir=tmp_path))
-    result = restore_to_new_database(verified, target=db, jobs=1, confirm=True, new_name=f"{db.name}_copy")
-    assert not isinstance(result, RestorePlan)
-    checks = {
-        c.name: c
-        for c in verify_database(
-            target=db.with_database(result.database), manifest=verified.manifest, fresh_restore=True
-        )
-    }
+    checks = fresh_copy_checks(db, verified)
     orphans = checks["orphans:public.child.child_parent"]
     assert orphans.status == "fail" and orphans.observed == 1
     twin = checks["orphans:public.twin.twin_parent_id_fkey"]
@@ -179,14 +181,7 @@ def test_a_key_on_a_table_with_inheritance_children_proves_nothing_about_them(ma
     verified = verify_backup(backup_database(target=db, backup_dir=tmp_path))
     live = {c.name: c for c in verify_database(target=db, manifest=verified.manifest)}
     assert live["orphans:public.kid.kid_parent_id_fkey"].observed == 1
-    result = restore_to_new_database(verified, target=db, jobs=1, confirm=True, new_name=f"{db.name}_copy")
-    assert not isinstance(result, RestorePlan)
-    checks = {
-        c.name: c
-        for c in verify_database(
-            target=db.with_database(result.database), manifest=verified.manifest, fresh_restore=True
-        )
-    }
+    checks = fresh_copy_checks(db, verified)
     orphans = checks["orphans:public.kid.kid_parent_id_fkey"]
     assert orphans.status == "fail" and orphans.observed == 1
 
