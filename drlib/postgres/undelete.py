@@ -302,15 +302,7 @@ def find_deleted(
     with sql_errors(live, doing="finding the deleted rows"), scratch.connect() as sconn, live.connect() as lconn:
         found, not_missing = _discover(sconn, lconn, scratch, table, keys, dependants)
         root = found[0]
-        root_keys = tuple(
-            str(r[0])
-            for r in sconn.execute(
-                sql.SQL("SELECT concat_ws(',', {}) FROM {} ORDER BY 1").format(
-                    sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in root.rows.table.key),
-                    sql.Identifier(root.missing),
-                )
-            )
-        )
+        root_keys = _keys_in(sconn, root.rows.table, root.missing)
     return DeletionPlan(
         scratch=scratch.name,
         tables=tuple(f.rows for f in found if f.rows.count),
@@ -400,27 +392,32 @@ def _chosen_keys(table: TableRef, keys: Sequence[str]) -> sql.Composed | None:
     return sql.SQL("{} IN ({})").format(row, wanted)
 
 
+def _key_text(table: TableRef) -> sql.Composed:
+    """A row's primary key as the text a user gives it: ``7``, or ``7,2`` for a two-column key."""
+    return sql.SQL("concat_ws(',', {})").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in table.key)
+    )
+
+
+def _keys_in(conn: psycopg.Connection, table: TableRef, temp: str) -> tuple[str, ...]:
+    """Every key held in the session's temporary table ``temp``, as text, sorted."""
+    rows = conn.execute(
+        sql.SQL("SELECT {} FROM {} ORDER BY 1").format(_key_text(table), sql.Identifier(temp))
+    ).fetchall()
+    return tuple(str(r[0]) for r in rows)
+
+
 def _not_missing(conn: psycopg.Connection, table: TableRef, keys: Sequence[str], missing: str) -> dict[str, str]:
     """Why asked-for keys are not in the plan: still live, or never in the backup."""
     in_backup = {
         r[0]
         for r in conn.execute(
-            sql.SQL("SELECT concat_ws(',', {}) FROM {} s WHERE {}").format(
-                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("s", c)) for c in table.key),
-                table.ident,
-                _chosen_keys(table, keys) or sql.SQL("true"),
+            sql.SQL("SELECT {} FROM {} s WHERE {}").format(
+                _key_text(table), table.ident, _chosen_keys(table, keys) or sql.SQL("true")
             )
         )
     }
-    missing_keys = {
-        r[0]
-        for r in conn.execute(
-            sql.SQL("SELECT concat_ws(',', {}) FROM {}").format(
-                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in table.key),
-                sql.Identifier(missing),
-            )
-        )
-    }
+    missing_keys = set(_keys_in(conn, table, missing))
     return {
         key: "not in the backup" if key not in in_backup else "still in the live database"
         for key in keys

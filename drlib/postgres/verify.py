@@ -145,7 +145,13 @@ def _run_checks(
             results.append(_content_cost(contents, seconds=time.monotonic() - started, jobs=jobs))
         proven = [fk for fk in live_fks if fk.validated] if enforced else []
         results.extend(
-            _orphan_checks(target, settings, _all_foreign_keys(manifest, live_fks), jobs=jobs, proven=proven)
+            orphan_checks(
+                target,
+                _all_foreign_keys(manifest, live_fks),
+                jobs=jobs,
+                proven=proven,
+                hand_written=hand_written_orphan_checks(settings),
+            )
         )
 
 
@@ -421,19 +427,20 @@ def orphan_query(key: ForeignKey) -> sql.Composed:
     ).format(child=sql.SQL(key.child), parent=sql.SQL(key.parent), not_null=not_null, joined=joined)
 
 
-def _orphan_checks(
+def orphan_checks(
     target: PgTarget,
-    settings: DatabaseSettings,
-    keys: list[ForeignKey],
+    keys: Sequence[ForeignKey],
     *,
-    jobs: int,
+    jobs: int = 2,
     proven: Sequence[ForeignKey] = (),
+    hand_written: Sequence[OrphanCheck] = (),
 ) -> list[CheckResult]:
-    """One check per key: its orphan count, or, for a key of the same shape as one in ``proven`` (valid
-    constraints of a fresh restore), the constraint that already proved it 0."""
+    """One check per key (``orphans:<label>``) and per profile-written check: its orphan count, or, for a
+    key of the same shape as one in ``proven`` (valid constraints of a fresh restore), the constraint
+    that already proved it 0."""
     specs: list[tuple[str, ForeignKey, str]] = [
         (s.name, _as_key(s), f"{s.child_table}.{s.child_column} → {s.parent_table}.{s.parent_column}")
-        for s in hand_written_orphan_checks(settings)
+        for s in hand_written
     ]
     specs += [
         (

@@ -20,11 +20,13 @@ from drlib.exceptions import DrillRefused, DrlibError, ParameterError
 from drlib.parameters import Param
 from drlib.plans import RestorePlan, derived_name, timestamp_suffix
 from drlib.postgres.backup import backup_database
+from drlib.postgres.catalog import discover_foreign_keys
 from drlib.postgres.catalogue import list_backups, select_backup
 from drlib.postgres.connection import PgTarget, drop_database
 from drlib.postgres.integrity import VerifiedBackup, verify_backup
 from drlib.postgres.restore import MAX_RESTORE_JOBS, restore_to_new_database
 from drlib.postgres.undelete import DeletionPlan, ReinsertResult, find_deleted, reinsert, survey_deleted
+from drlib.postgres.verify import orphan_checks
 from drlib.preflight import stack_reachable
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.staging import DrillSetup, fail_after_backup, is_content_crew, write_rows_after_backup
@@ -492,18 +494,10 @@ class AccidentalDeletion(Runbook):
         """No row of the tables involved points at a missing parent (any foreign key of theirs)."""
         if self.plan is None:
             return []
-        from drlib.postgres.catalog import discover_foreign_keys
-        from drlib.postgres.verify import orphan_query
-
         involved = {t.table.qualified for t in self.plan.tables}
-        results = []
         with self.target.connect() as conn:
-            for fk in discover_foreign_keys(conn, self.target.settings):
-                if fk.child in involved or fk.parent in involved:
-                    row = conn.execute(orphan_query(fk)).fetchone()
-                    orphans = int(row[0]) if row else -1
-                    results.append(check(f"orphans:{fk.label}", orphans == 0, expected=0, observed=orphans))
-        return results
+            keys = [fk for fk in discover_foreign_keys(conn, self.target.settings) if {fk.child, fk.parent} & involved]
+        return orphan_checks(self.target, keys)
 
 
 #: rows of each table a dry run prints

@@ -278,6 +278,18 @@ def _s3_call(storage: S3Storage, func: Any, *args: Any, **kwargs: Any) -> Any:
         raise storage.error(exc) from exc
 
 
+def _copy_back(live: S3Storage, bucket: str, prefix: str, key: str) -> None:
+    """Server-side copy of ``key`` from the backup prefix ``s3://bucket/prefix`` to the live bucket."""
+    _s3_call(
+        live,
+        live.client.copy,
+        {"Bucket": bucket, "Key": prefix + key},
+        live.bucket,
+        live.prefix + key,
+        Config=transfer_config(),
+    )
+
+
 def _backup_prefix(backup: StorageBackup) -> tuple[str, str]:
     bucket, _, prefix = backup.location.removeprefix("s3://").partition("/")
     return bucket, prefix
@@ -306,18 +318,7 @@ def restore_bucket(
     S3Storage(live.client, bucket, endpoint=live.endpoint).check_reachable()
     started = time.monotonic()
     keys = sorted(manifest.files)
-    parallel_map(
-        lambda k: _s3_call(
-            live,
-            live.client.copy,
-            {"Bucket": bucket, "Key": prefix + k},
-            live.bucket,
-            live.prefix + k,
-            Config=transfer_config(),
-        ),
-        keys,
-        workers=workers,
-    )
+    parallel_map(lambda k: _copy_back(live, bucket, prefix, k), keys, workers=workers)
     deleted: list[str] = []
     if delete_extra:
         deleted = sorted({f.key for f in live.files()} - set(keys))
@@ -345,14 +346,7 @@ def restore_object(
         )
     live.check_reachable()
     started = time.monotonic()
-    _s3_call(
-        live,
-        live.client.copy,
-        {"Bucket": bucket, "Key": prefix + key},
-        live.bucket,
-        live.prefix + key,
-        Config=transfer_config(),
-    )
+    _copy_back(live, bucket, prefix, key)
     return StorageRestoreResult(
         backup=verified.backup.name,
         target=f"s3://{live.bucket}/{key}",
