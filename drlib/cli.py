@@ -95,8 +95,7 @@ def sandbox_down(purge: bool) -> None:
 def _no_drill_running(command: str) -> Iterator[None]:
     """``sandbox up``/``down`` while a drill runs on the sandbox would undo its fault or its restore:
     they take the drill lock, and are refused naming the drill that holds it."""
-    from drlib.drill import stack_key
-    from drlib.lock import acquire
+    from drlib.lock import acquire, stack_key
 
     held = acquire(stack_key(None), scenario=command)
     try:
