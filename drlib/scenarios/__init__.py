@@ -10,6 +10,7 @@ from drlib.exceptions import ConfigError
 from drlib.scenarios import (
     accidental_deletion,
     database_corruption,
+    disk_full,
     full_system_loss,
     postgres_database_loss,
     prevention_checks,
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
         verify_restore,
         accidental_deletion,
         database_corruption,
+        disk_full,
         prevention_checks,
     )
 }
@@ -51,6 +53,7 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("accidental_deletion", {}),
         ("database_corruption", {"drill_damage": "index"}),
         ("database_corruption", {"drill_damage": "table"}),
+        ("disk_full", {}),
         # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
         ("prevention_checks", {}),
     ),
