@@ -207,10 +207,15 @@ def _write_logs(folder: Path, *, size: int, keep_days: int, now: datetime) -> in
     return ROTATED_LOGS
 
 
-def _seed(volume: Path, newest: list[_Newest], retention: Retention, now: datetime) -> dict[str, int]:
+def seed_volume(
+    volume: Path, newest: dict[str, Path], *, backups_root: Path, retention: Retention, now: datetime
+) -> dict[str, int]:
+    """Copies of ``newest`` (component → its newest backup under ``backups_root``) with their sidecars, older
+    copies beyond retention, and rotated logs, written into ``volume`` laid out as ``backups_root`` is."""
     seeded: dict[str, int] = {}
     copies = retention.keep_last + OLD_BEYOND_KEEP_LAST
-    for item in newest:
+    items = _newest_items(newest, backups_root)
+    for item in items:
         folder = volume / item.subfolder
         folder.mkdir(parents=True, exist_ok=True)
         for source in item.files:
@@ -218,11 +223,18 @@ def _seed(volume: Path, newest: list[_Newest], retention: Retention, now: dateti
         for k in range(1, copies + 1):
             _dated_copy(item, folder, now - timedelta(days=retention.keep_days + k, hours=1))
         seeded[item.component] = copies + 1
-    set_size = sum(_size_on_disk(f) for item in newest for f in item.files)
     seeded["rotated logs"] = _write_logs(
-        volume / "logs", size=max(64 * 1024, set_size), keep_days=retention.log_keep_days, now=now
+        volume / "logs", size=max(64 * 1024, _set_size(items)), keep_days=retention.log_keep_days, now=now
     )
     return seeded
+
+
+def _newest_items(newest: dict[str, Path], backups_root: Path) -> list[_Newest]:
+    return [_Newest(c, str(p.parent.relative_to(backups_root)), p) for c, p in newest.items()]
+
+
+def _set_size(items: list[_Newest]) -> int:
+    return sum(_size_on_disk(f) for item in items for f in item.files)
 
 
 @contextlib.contextmanager
@@ -241,15 +253,14 @@ def fill_backups_volume(profile: Profile, newest: dict[str, Path]) -> FullVolume
     target = _backups_root(profile)
     release_volume(profile)
     retention = Retention.from_profile(profile)
-    items = [_Newest(c, str(p.parent.relative_to(target)), p) for c, p in newest.items()]
-    one_set = sum(_size_on_disk(f) for item in items for f in item.files)
+    one_set = _set_size(_newest_items(newest, target))
     estimate = one_set * (retention.keep_last + OLD_BEYOND_KEEP_LAST + 2) * 2 + 4 * 1024 * 1024
     mountpoint = target.parent / VOLUME_DIR
     mountpoint.mkdir(exist_ok=True)
     with _released_on_error(profile):
         _mount("-t", "tmpfs", "-o", f"size={estimate},mode=0755", "tmpfs", str(mountpoint))
         (mountpoint / MARKER).write_text("the disk_full drill's volume: drlib releases it after the drill\n")
-        seeded = _seed(mountpoint, items, retention, utcnow())
+        seeded = seed_volume(mountpoint, newest, backups_root=target, retention=retention, now=utcnow())
         used = shutil.disk_usage(mountpoint).used
         _mount("-o", f"remount,size={used}", str(mountpoint))  # what it holds fills it to the last block
         _mount("--bind", str(mountpoint), str(target))

@@ -352,11 +352,15 @@ def plan_logs(profile: Profile, retention: Retention, *, now: datetime) -> Prune
             if not match or not (match["mark"] or match["zip"]):
                 continue  # not a log, or the live log
             try:
-                modified = os.lstat(path).st_mtime
+                info = os.lstat(path)
             except OSError:
                 continue
-            if modified >= horizon:
+            if info.st_mtime >= horizon:
                 continue
+            if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
+                refused.append(Refused("logs", path, "not a regular file: a log is a file"))
+                continue
+            modified = info.st_mtime
             created = datetime.fromtimestamp(modified, UTC)
             age = (now - created).total_seconds() / DAY
             why = f"rotated log, last written {age:.1f} days ago (> {retention.log_keep_days})"
