@@ -33,7 +33,7 @@ from drlib.units import format_bytes
 #: how much each probe writes: a realistic small write (a few database pages), not a single byte
 DEFAULT_PROBE_BYTES = 64 * 1024
 PROBE_PREFIX = ".drlib-write-probe-"
-#: the schema the database probe's table lives in (dropped again when the probe created it)
+#: the schema the database probe's table lives in (dropped again once no probe table is in it)
 PROBE_SCHEMA = "drlib_probe"
 #: the database's volume: probed through the database, never by writing files into its data directory
 DATABASE_VOLUME = "postgres_data"
@@ -123,14 +123,13 @@ def probe_file_write(volume: str, folder: Path, *, size: int = DEFAULT_PROBE_BYT
 
 def probe_database_write(target: PgTarget, *, size: int = DEFAULT_PROBE_BYTES) -> WriteProbe:
     """A table of drlib's own created, filled with ``size`` bytes of rows, committed, read back from another
-    session, and dropped (with its schema when the probe created it): see the module docstring."""
+    session, and dropped with its schema (unless another probe's table is in it): see the module docstring."""
     table = f"{PROBE_SCHEMA}.write_{secrets.token_hex(6)}"
     rows = max(1, size // 1024)
     where = f"{target.settings.address} ({table})"
     started = time.monotonic()
     try:
         with target.connect(autocommit=False) as conn:
-            created = conn.execute("SELECT to_regnamespace(%s) IS NULL", (PROBE_SCHEMA,)).fetchone() == (True,)
             try:
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {PROBE_SCHEMA}")
                 conn.execute(f"CREATE TABLE {table} (n int, payload text)")
@@ -144,7 +143,7 @@ def probe_database_write(target: PgTarget, *, size: int = DEFAULT_PROBE_BYTES) -
                     found = other.execute(f"SELECT count(*) FROM {table}").fetchone()
                 persisted = found is not None and int(found[0]) == rows
             finally:
-                _drop_probe(conn, table, schema=created)
+                _drop_probe(conn, table)
     except psycopg.Error as exc:
         state = getattr(exc, "sqlstate", None) or ""
         reason = DATABASE_WRITE_ERRORS.get(state) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -156,16 +155,16 @@ def probe_database_write(target: PgTarget, *, size: int = DEFAULT_PROBE_BYTES) -
     return WriteProbe(DATABASE_VOLUME, where, ok=True, bytes=size, seconds=round(time.monotonic() - started, 3))
 
 
-def _drop_probe(conn: psycopg.Connection[Any], table: str, *, schema: bool) -> None:
-    """Drop the probe's table (and its schema when the probe made it); a failed transaction is rolled back first."""
-    try:
-        conn.rollback()
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-        if schema:
-            conn.execute(f"DROP SCHEMA IF EXISTS {PROBE_SCHEMA} RESTRICT")  # another probe's table: kept
-        conn.commit()
-    except psycopg.Error:
-        conn.rollback()
+def _drop_probe(conn: psycopg.Connection[Any], table: str) -> None:
+    """Drop the probe's table, then its schema unless another probe's table is in it (a failed transaction is
+    rolled back first)."""
+    for statement in (f"DROP TABLE IF EXISTS {table}", f"DROP SCHEMA IF EXISTS {PROBE_SCHEMA} RESTRICT"):
+        try:
+            conn.rollback()
+            conn.execute(statement)
+            conn.commit()
+        except psycopg.Error:
+            conn.rollback()
 
 
 # -- every volume ---------------------------------------------------------------------------------------

@@ -35,7 +35,11 @@ from drlib.units import format_bytes
 VOLUME_DIR = ".disk-full-volume"
 #: on the volume: tells the volume's mounts from anything else mounted there
 MARKER = ".drlib-disk-full-drill"
+#: mounts release_volume takes down at one place at most (stacked by drills that were killed)
+MAX_STACKED = 5
 #: a backup name's time, replaced in the dated copies
+#: how /proc/self/mountinfo writes a space, a tab, a newline or a backslash in a path
+_OCTAL = re.compile(r"\\([0-7]{3})")
 _NAME_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:_\d{6})?")
 LOG_NAME = "backup.log"
 ROTATED_LOGS = 4
@@ -78,7 +82,7 @@ def mounted(path: Path) -> int:
         lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
     except OSError:
         return 0
-    points = [line.split()[4].encode().decode("unicode_escape") for line in lines if len(line.split()) > 4]
+    points = [_OCTAL.sub(lambda m: chr(int(m[1], 8)), line.split(" ")[4]) for line in lines if line.count(" ") > 4]
     return sum(1 for point in points if point == where)
 
 
@@ -123,10 +127,14 @@ def release_volume(profile: Profile) -> list[str]:
     target = _backups_root(profile)
     mountpoint = target.parent / VOLUME_DIR
     done = []
-    while mounted(target) and (target / MARKER).exists():
+    for _ in range(MAX_STACKED):  # a killed drill's mount and this one's: each is unmounted
+        if not (mounted(target) and (target / MARKER).exists()):
+            break
         _unmount(target)
         done.append(f"unmounted the small volume from {target}")
-    while mounted(mountpoint):
+    for _ in range(MAX_STACKED):
+        if not mounted(mountpoint):
+            break
         _unmount(mountpoint)
         done.append(f"unmounted {mountpoint}")
     if mountpoint.is_dir() and not mounted(mountpoint):

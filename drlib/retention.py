@@ -22,7 +22,7 @@ import re
 import shutil
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ class PruneResult:
 
     deleted: tuple[Candidate, ...]
     failed: tuple[tuple[Candidate, str], ...] = ()
-    skipped: tuple[tuple[Candidate, str], ...] = field(default_factory=tuple)
+    skipped: tuple[tuple[Candidate, str], ...] = ()
 
     @property
     def bytes_freed(self) -> int:

@@ -35,6 +35,11 @@ from drlib.units import format_bytes
 PROFILE_VALUE = -1
 
 
+def _not_zero(name: str, value: int) -> None:
+    if value == 0:
+        raise ParameterError(f"parameter {name!r} must be at least 1 (or -1: the profile's [backups] {name})")
+
+
 class DiskFull(Runbook):
     """Find the full volume and the failing writes; free what retention allows; prove writes work again."""
 
@@ -55,18 +60,17 @@ class DiskFull(Runbook):
             PROFILE_VALUE,
             "keep at least the newest N backups of each component (-1: the profile's [backups] keep_last)",
             minimum=PROFILE_VALUE,
+            check=lambda value: _not_zero("keep_last", value),
         ),
         Param("free_logs", bool, True, "also delete rotated logs older than the profile's [logs] keep_days"),
         Param("free", bool, True, "delete what is beyond retention (False: only list it)"),
         Param("backup_now", bool, True, "after freeing, take a database backup to prove backups are written again"),
         Param("probe_bytes", int, DEFAULT_PROBE_BYTES, "bytes each write probe writes", minimum=1, maximum=2**26),
-        Param("health_timeout", int, 30, "seconds to wait for the application to answer /health", minimum=1),
+        Param("health_timeout", int, 10, "seconds to wait for the application to answer /health", minimum=1),
     )
 
     def __init__(self, *, evidence: Evidence | None = None, **values: object) -> None:
         super().__init__(evidence=evidence, **values)
-        if self.values["keep_last"] == 0:
-            raise ParameterError("keep_last must be at least 1 (or -1 for the profile's [backups] keep_last)")
         self.retention = Retention.from_profile(
             self.profile,
             keep_days=None if self.values["keep_days"] == PROFILE_VALUE else self.values["keep_days"],
@@ -205,6 +209,10 @@ class DiskFull(Runbook):
         state = read_disk_state(self.profile, probe_bytes=self.values["probe_bytes"])
         checks = [*state.checks(prefix="verify:"), replace(state.recovered(), name="verify:disk_not_full")]
         facts: dict[str, Any] = {"full": state.describe()}
+        headroom = {
+            v.name: {"free_bytes": v.usage.free_bytes, "used_percent": v.usage.used_percent} for v in state.volumes
+        }
+        self.evidence.note("headroom", headroom)
         if self.values["backup_now"]:
             checks.append(self._backup_written())
         if self.profile.app is not None:
