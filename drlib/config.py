@@ -242,6 +242,10 @@ class BackupSettings:
     #: backup file names start with this; empty: the database name
     prefix: str = ""
     format: BackupFormat = "custom"
+    #: retention (``drlib backup prune``, the disk_full runbook): a backup younger than ``keep_days`` days, or
+    #: among the newest ``keep_last`` of its component, is kept; the newest one that verifies always is
+    keep_days: Annotated[int, Field(strict=True, ge=0)] = 7
+    keep_last: Annotated[int, Field(strict=True, ge=1)] = 3
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -321,6 +325,16 @@ class MonitoringSettings:
             )
 
 
+@dataclass(frozen=True, config=_STRICT)
+class LogSettings:
+    """Log folders whose rotated files (``api.log.1``, ``api.log.2.gz``, ``api.log-20260101``) older than
+    ``keep_days`` days may be deleted to free disk space; a live ``*.log`` never is (files directly in each
+    folder only)."""
+
+    folders: tuple[ProjectPath, ...] = ()
+    keep_days: Annotated[int, Field(strict=True, ge=0)] = 7
+
+
 def _known_names(values: dict[str, float], known: dict[str, float], what: str) -> dict[str, float]:
     unknown = [name for name in values if name not in known]
     if unknown:
@@ -372,6 +386,7 @@ class Profile:
     app: AppSettings | None = None
     targets: Targets = Targets()
     monitoring: MonitoringSettings = MonitoringSettings()
+    logs: LogSettings = LogSettings()
     secrets_file: ProjectPath | None = None
     #: secrets given inside DATABASE_URL / REDIS_URL (name -> value), kept in memory only
     url_secrets: SkipJsonSchema[SecretValues] = dataclasses.field(

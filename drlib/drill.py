@@ -125,6 +125,7 @@ def run_scenario(
         failure = exc
     finally:
         with signals_deferred():
+            failure = clean_up(drill, failure)
             results = finish(drill, failure)
             if watchdog is not None:
                 stop_watchdog(watchdog)
@@ -276,6 +277,20 @@ def run_notebook(
 def _facts(folder: Path, stage: StageRecord) -> dict[str, Any]:
     evidence = load_evidence(folder / stage.evidence)
     return evidence.facts if evidence else {}
+
+
+def clean_up(drill: Drill, failure: BaseException | None) -> BaseException | None:
+    """Run the staging's cleanup (:attr:`DrillSetup.cleanup`), whatever the run came to; a cleanup that fails
+    makes the run an error (unless something failed before it: that error is the one reported)."""
+    if drill.setup is None or drill.setup.cleanup is None:
+        return failure
+    drill.say("cleaning up what the staging set up")
+    try:
+        drill.setup.cleanup()
+    except Exception as exc:
+        drill.say(f"cleanup failed: {exc}")
+        return failure or exc
+    return failure
 
 
 # -- results --------------------------------------------------------------------------------

@@ -149,8 +149,11 @@ def test_the_scenarios_declare_their_drill_objectives() -> None:
     verify = SCENARIOS["verify_restore"]
     assert (verify.verify_after, verify.rto_kind, verify.rpo_component) == (False, None, None)
     assert SCENARIOS["database_corruption"].sandbox_only  # it overwrites the cluster's files, server stopped
+    assert SCENARIOS["disk_full"].sandbox_only  # it mounts a filesystem over the backups folder
     assert not any(
-        s.sandbox_only for s in SCENARIOS.values() if s.id not in ("full_system_loss", "database_corruption")
+        s.sandbox_only
+        for s in SCENARIOS.values()
+        if s.id not in ("full_system_loss", "database_corruption", "disk_full")
     )
 
 

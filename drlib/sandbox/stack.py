@@ -479,6 +479,8 @@ class Sandbox:
                 "test_account_email": seed.TEST_ACCOUNT_EMAIL,
                 "test_account_password_secret": SECRET_NAMES["test_account"],
             },
+            # the services' logs, and the backup jobs' (rotated ones there are what disk_full drills free)
+            "logs": {"folders": [str(self.logs), str(self.backups_root / "logs")]},
             "secrets_file": str(self.secrets_file),
         }
         connection = {
