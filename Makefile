@@ -23,8 +23,8 @@ test: install
 	$(BIN)/pytest -n 2
 
 lint: install
-	$(BIN)/ruff check drlib tests benchmarks tools
-	$(BIN)/ruff format --check drlib tests benchmarks tools
+	$(BIN)/ruff check drlib tests benchmarks
+	$(BIN)/ruff format --check drlib tests benchmarks
 	$(BIN)/mypy
 
 ## JupyterLab on the runbook notebooks, against the sandbox.
