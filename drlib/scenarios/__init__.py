@@ -22,6 +22,7 @@ SCENARIO_IDS: tuple[str, ...] = (
     "verify_restore",
     "accidental_deletion",
     "database_corruption",
+    "provider_outage",
     "prevention_checks",
 )
 
@@ -46,6 +47,7 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("accidental_deletion", {}),
         ("database_corruption", {"drill_damage": "index"}),
         ("database_corruption", {"drill_damage": "table"}),
+        ("provider_outage", {}),
         # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
         ("prevention_checks", {}),
     ),
