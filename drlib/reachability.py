@@ -70,9 +70,9 @@ class Reachability:
         text = f"{self.provider} {self.component} {self.address}: {self.state} ({MEANING[self.state]}"
         return text + (f": {self.detail})" if self.detail else ")") + f" after {self.seconds:.1f} s"
 
-    def check(self, *, warn_only: bool = False) -> CheckResult:
+    def check(self, *, warn_only: bool = False, prefix: str = "") -> CheckResult:
         return check(
-            f"{self.provider}_{self.component}_reachable",
+            f"{prefix}{self.provider}_{self.component}_reachable",
             self.up,
             expected="answers",
             observed=self.state,

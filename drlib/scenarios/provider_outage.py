@@ -385,7 +385,7 @@ class ProviderOutage(Runbook):
             wait_seconds=self.values["wait_seconds"],
             interval=self.values["probe_interval"],
         )
-        results: list[CheckResult] = [r.check() for r in found]
+        results: list[CheckResult] = [r.check(prefix="back:") for r in found]
         if all(r.up for r in found):
             before = load_profile(name)
             done = failover.switch_provider(
