@@ -25,9 +25,8 @@ from drlib.faults import truncate_file
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
 from drlib.processes import free_port
-from drlib.reachability import probe_database, probe_profile, probe_s3
+from drlib.reachability import probe_database, probe_profile, probe_s3, wait_until_up
 from drlib.replication import replicate_backups, second_location_checks
-from drlib.sandbox.alternative import AlternativeProvider
 from drlib.sandbox.stack import Sandbox
 
 
@@ -44,11 +43,20 @@ def blackhole() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def alternative(sandbox: Sandbox) -> Iterator[Profile]:
-    """The sandbox's alternative provider, started (on demand, as the drill does) for this module."""
-    AlternativeProvider(sandbox).provision()
-    yield load_profile("sandbox", provider="alternative")
+@pytest.fixture
+def switchable(profile: Profile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A profile ``x`` on the sandbox's database server whose "alternative provider" is another database on
+    the same server: switching is tested without starting a second provider (the drill does that)."""
+    db = profile.database
+    config = tmp_path / "drlib.toml"
+    config.write_text(
+        f'[profiles.x]\nsecrets_file = "{profile.secrets_file}"\n'
+        f'[profiles.x.database]\nhost = "{db.host}"\nport = {db.port}\nuser = "{db.user}"\nname = "{db.name}"\n'
+        f'password_secret = "{db.password_secret}"\n'
+        '[profiles.x.failover.database]\nname = "postgres"\n'
+    )
+    monkeypatch.setenv("DRLIB_CONFIG", str(config))
+    return "x"
 
 
 def elsewhere(target: PgTarget, port: int) -> PgTarget:
@@ -90,6 +98,17 @@ def test_a_blackhole_that_accepts_and_never_answers_is_reported_within_the_timeo
 def test_the_healthy_sandbox_raises_no_alarm(profile: Profile) -> None:
     found = probe_profile(profile)
     assert [(p.component, p.state) for p in found] == [("database", "up"), ("s3", "up")]
+    assert all(p.check().status == "pass" for p in found)
+
+
+def test_waiting_for_a_provider_re_probes_until_the_wait_is_over_and_not_when_it_answers(
+    profile: Profile, target: PgTarget
+) -> None:
+    down = elsewhere(target, free_port())
+    found, waited = wait_until_up(lambda: [probe_database(down, provider="primary")], wait_seconds=1, interval=0.3)
+    assert found[0].state == "refused" and 1 <= waited < 2
+    found, waited = wait_until_up(lambda: probe_profile(profile), wait_seconds=30, interval=1)
+    assert all(p.up for p in found) and waited < 5
 
 
 # -- the profile's alternative provider ----------------------------------------------------------
@@ -115,54 +134,53 @@ def test_switching_to_a_provider_that_does_not_answer_is_refused_and_nothing_is_
 
 
 def test_the_profile_switches_to_its_alternative_and_back_explicitly_and_recorded(
-    alternative: Profile, profile: Profile
+    switchable: str, profile: Profile
 ) -> None:
-    before = len(switch_history("sandbox"))
-    plan = switch_provider("sandbox", to="alternative")
-    assert isinstance(plan, RestorePlan) and load_profile("sandbox").provider == "primary"  # a dry run
-    try:
-        switched = CliRunner().invoke(main, ["failover", "switch", "--confirm", "--no-restart", "--reason", "test"])
-        assert switched.exit_code == 0, switched.output
-        active = load_profile("sandbox")
-        assert active.provider == "alternative" and active.database.address == alternative.database.address
-        assert active.storage and active.storage.endpoint_url == alternative.storage.endpoint_url  # type: ignore[union-attr]
-        assert f"database: {profile.database.address} -> {alternative.database.address}" in switched.output
-    finally:
-        back = CliRunner().invoke(main, ["failover", "back", "--confirm", "--no-restart"])
+    plan = switch_provider(switchable, to="alternative")
+    assert isinstance(plan, RestorePlan) and load_profile(switchable).provider == "primary"  # a dry run
+    switched = CliRunner().invoke(main, ["failover", "switch", "--env", switchable, "--confirm", "--reason", "test"])
+    assert switched.exit_code == 0, switched.output
+    active = load_profile(switchable)
+    assert active.provider == "alternative" and active.database.name == "postgres"
+    assert f"database: {profile.database.address} -> {active.database.address}" in switched.output
+    status = CliRunner().invoke(main, ["failover", "status", "--env", switchable])
+    assert "on its alternative provider (switched" in status.output and "by " in status.output
+    back = CliRunner().invoke(main, ["failover", "back", "--env", switchable, "--confirm"])
     assert back.exit_code == 0, back.output
-    assert load_profile("sandbox").database.address == profile.database.address
-    history = switch_history("sandbox")[before:]
+    assert load_profile(switchable).database.address == profile.database.address
+    history = switch_history(switchable)
     assert [(h["from"], h["active"], h["reason"]) for h in history] == [
         ("primary", "alternative", "test"),
         ("alternative", "primary", ""),
     ]
-    assert history_file(state_dir(project_root()), "sandbox").is_file()
+    assert history_file(state_dir(project_root()), switchable).is_file()
 
 
 # -- prevention: backups in more than one place --------------------------------------------------
 def test_backups_kept_in_one_place_only_fail_the_check_and_replicating_them_passes_it(
-    healthy_sandbox: Sandbox, profile: Profile, alternative: Profile, tmp_path: Path
+    healthy_sandbox: Sandbox, profile: Profile, tmp_path: Path
 ) -> None:
-    empty = dataclasses.replace(
-        alternative,
-        backups=dataclasses.replace(alternative.backups, postgres_dir=tmp_path / "pg", storage_dir=tmp_path / "st"),
+    assert profile.storage is not None
+    local = dataclasses.replace(profile, storage=dataclasses.replace(profile.storage, endpoint_url=None))
+    other = dataclasses.replace(  # the bucket snapshots' copy is the drill's to test
+        local, backups=dataclasses.replace(profile.backups, postgres_dir=tmp_path / "pg", storage_dir=tmp_path / "st")
     )
-    checks, _ = second_location_checks(profile, empty)
-    status = {c.name: c.status for c in checks}
-    assert status["database_backup_on_second_provider"] == "fail"
-    assert status["storage_backup_on_second_provider"] == "fail"
+    checks, _ = second_location_checks(local, other)
+    assert {c.name: c.status for c in checks} == {
+        "database_backup_on_second_provider": "fail",
+        "storage_backup_on_second_provider": "fail",
+    }
+    assert all("in one place only" in c.detail for c in checks)
 
-    plan = replicate_backups(profile, empty)
+    plan = replicate_backups(local, other)
     assert isinstance(plan, RestorePlan) and not (tmp_path / "pg").exists()  # a dry run copies nothing
-    replicas = replicate_backups(profile, empty, confirm=True)
+    replicas = replicate_backups(local, other, confirm=True)
     assert not isinstance(replicas, RestorePlan) and all(all(c.passed for c in r.checks) for r in replicas)
-    checks, rows = second_location_checks(profile, empty)
-    assert all(c.status == "pass" for c in checks), checks
-    assert {r["kind"] for r in rows} >= {"database", "storage"}
+    checks, rows = second_location_checks(local, other)
+    assert [c.status for c in checks] == ["pass", "pass"] and [r["kind"] for r in rows] == ["database", "storage"]
 
-    copy = next((tmp_path / "pg").glob("*.dump"))
-    truncate_file(copy)
-    checks, _ = second_location_checks(profile, empty)
+    truncate_file(next((tmp_path / "pg").glob("*.dump")))
+    checks, _ = second_location_checks(local, other)
     assert {c.name: c.status for c in checks}["database_backup_on_second_provider"] == "fail"
 
 
@@ -197,7 +215,7 @@ def test_the_drill_fails_over_to_the_alternative_and_back(healthy_sandbox: Sandb
 
 @pytest.mark.slow
 def test_the_drill_fails_when_the_profile_is_not_switched(healthy_sandbox: Sandbox) -> None:
-    result = drill("-p", "switch", "false", "-p", "health_timeout", "3")
+    result = drill("-p", "switch", "false", "-p", "health_timeout", "2")
     assert result.exit_code == 1, result.output
     assert "FAIL health" in result.output and "database: down" in result.output
     back_on_the_primary_and_healthy(healthy_sandbox)

@@ -7,7 +7,7 @@ back, fail back (switch back, restart)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from drlib import failover
 from drlib.app.functional import login_and_create_job
@@ -16,6 +16,7 @@ from drlib.config import Profile, load_profile
 from drlib.evidence import Evidence
 from drlib.exceptions import DrillRefused, NotConfigured
 from drlib.faults_provider import cut_primary_provider
+from drlib.lazy import lazy_module
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.backup import backup_database
@@ -33,11 +34,10 @@ from drlib.steps import Outcome, step
 from drlib.storage.backends import S3Storage, live_storage
 from drlib.storage.backup import snapshot_bucket
 
-
-def _frame(rows: list[dict[str, Any]]) -> Any:
+if TYPE_CHECKING:
     import pandas as pd
-
-    return pd.DataFrame(rows)
+else:
+    pd = lazy_module("pandas")
 
 
 class ProviderOutage(Runbook):
@@ -111,7 +111,7 @@ class ProviderOutage(Runbook):
             "Provider status",
             facts={"primary": "answers: no outage found" if self.primary_up else "DOWN"},
             checks=Checks(r.check(warn_only=True) for r in found),
-            table=lambda: _frame([r.row() for r in found]),
+            table=lambda: pd.DataFrame([r.row() for r in found]),
         )
 
     # Step 1-2 -------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class ProviderOutage(Runbook):
         return Outcome(
             "Wait for the provider",
             facts={"waited seconds": round(waited, 1), "decision": decision},
-            table=lambda: _frame([r.row() for r in found]),
+            table=lambda: pd.DataFrame([r.row() for r in found]),
         )
 
     # Step 3 ---------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class ProviderOutage(Runbook):
             "Provision the alternative",
             facts={"how": how},
             checks=Checks(r.check() for r in found),
-            table=lambda: _frame([r.row() for r in found]),
+            table=lambda: pd.DataFrame([r.row() for r in found]),
         )
 
     @step(
@@ -197,7 +197,7 @@ class ProviderOutage(Runbook):
             return Outcome("Backups on the alternative", facts={"alternative": exc.message})
         results, rows = second_location_checks(self.primary, alternative)
         return Outcome(
-            "Backups on the alternative", checks=Checks(results), table=lambda: _frame(rows) if rows else None
+            "Backups on the alternative", checks=Checks(results), table=(lambda: pd.DataFrame(rows)) if rows else None
         )
 
     # Step 3c-3d: the other scenarios' runbooks, on the alternative ---------------------------
