@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from drlib import __version__
+from drlib.cli_failover import failover
 from drlib.cli_monitor import monitor
 from drlib.cli_prune import prune
 from drlib.cli_restore import restore, verify
@@ -35,6 +36,7 @@ main.add_command(restore)
 main.add_command(verify)
 main.add_command(undo)
 main.add_command(monitor)
+main.add_command(failover)
 
 
 # -- sandbox ------------------------------------------------------------------------------

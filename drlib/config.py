@@ -45,6 +45,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
 
 from drlib.config_env import UrlOverrides, env_overrides
+from drlib.config_failover import FAILOVER_SECTIONS, Provider, active_provider, alternative_table, has_alternative
 from drlib.exceptions import ConfigError, NotConfigured, SandboxError, SecretMissing
 from drlib.secrets import SecretValues, lookup_secret
 
@@ -372,6 +373,18 @@ class Targets:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class FailoverSettings:
+    """The alternative provider (another region or cloud): per section, the keys that differ from the
+    primary (see :mod:`drlib.config_failover`). ``backups`` names where backups are replicated to."""
+
+    description: str = ""
+    database: dict[str, Any] = dataclasses.field(default_factory=dict)
+    storage: dict[str, Any] = dataclasses.field(default_factory=dict)
+    backups: dict[str, Any] = dataclasses.field(default_factory=dict)
+    app: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Profile:
     """One environment drlib can recover: a sandbox, staging or production."""
 
@@ -388,6 +401,10 @@ class Profile:
     monitoring: MonitoringSettings = MonitoringSettings()
     logs: LogSettings = LogSettings()
     secrets_file: ProjectPath | None = None
+    #: the alternative provider a provider outage fails over to (``drlib failover``)
+    failover: FailoverSettings | None = None
+    #: which provider this profile's settings point at (``drlib failover switch`` / ``back``), never from a file
+    provider: SkipJsonSchema[Provider] = "primary"
     #: secrets given inside DATABASE_URL / REDIS_URL (name -> value), kept in memory only
     url_secrets: SkipJsonSchema[SecretValues] = dataclasses.field(
         default_factory=SecretValues, repr=False, compare=False
@@ -470,7 +487,7 @@ def _required(profile: Profile, component: Component, section: Section | None) -
 
 _PROFILE = TypeAdapter(Profile)
 #: keys of a profile table that come from elsewhere, never from a file
-_NOT_FILE_KEYS = frozenset({"name", "url_secrets"})
+_NOT_FILE_KEYS = frozenset({"name", "url_secrets", "provider"})
 _BACKUP_DIRS = ("postgres_dir", "storage_dir", "redis_dir")
 
 
@@ -586,8 +603,9 @@ def _sandbox_overrides(root: Path) -> tuple[Path, dict[str, Any]]:
 # --- loading ---------------------------------------------------------------------------------
 
 
-def load_profile(name: str | None = None, *, root: Path | None = None) -> Profile:
-    """The named profile (default ``$DRLIB_PROFILE`` or ``sandbox``), fully resolved and validated."""
+def load_profile(name: str | None = None, *, root: Path | None = None, provider: Provider | None = None) -> Profile:
+    """The named profile (default ``$DRLIB_PROFILE`` or ``sandbox``), fully resolved and validated, on the
+    provider it is switched to (``provider`` picks one: ``primary`` or its ``alternative``)."""
     root = root or project_root()
     name = name or os.environ.get("DRLIB_PROFILE") or SANDBOX_PROFILE
     layers = _layers(root)
@@ -608,8 +626,14 @@ def load_profile(name: str | None = None, *, root: Path | None = None) -> Profil
     merged: dict[str, Any] = {}
     for _, layer in sources:
         merged = _merge(merged, layer)
-    profile = _validate(name, merged, root=root, sources=sources)
-    secrets = {profile.database.password_secret: overrides.database_password}
+    provider = provider or active_provider(state_dir(root), name)
+    database_password = overrides.database_password
+    if provider == "alternative":
+        merged = alternative_table(merged, profile=name)
+        if "password_secret" in merged["failover"].get("database", {}):
+            database_password = None  # DATABASE_URL's password is the primary's
+    profile = _validate(name, merged, root=root, sources=sources, provider=provider)
+    secrets = {profile.database.password_secret: database_password}
     if profile.redis is not None:  # REDIS_URL configures the section its password belongs to
         secrets[profile.redis.password_secret] = overrides.redis_password
     values = {key: value for key, value in secrets.items() if value is not None}
@@ -621,14 +645,23 @@ def build_profile(name: str, table: dict[str, Any], *, root: Path) -> Profile:
     return _validate(name, table, root=root, sources=[("profile table", table)])
 
 
-def _validate(name: str, table: dict[str, Any], *, root: Path, sources: list[tuple[str, dict[str, Any]]]) -> Profile:
+def _validate(
+    name: str,
+    table: dict[str, Any],
+    *,
+    root: Path,
+    sources: list[tuple[str, dict[str, Any]]],
+    provider: Provider = "primary",
+) -> Profile:
     problems = [_unknown_key_problem(name, (key,), sources) for key in sorted(_NOT_FILE_KEYS) if key in table]
     profile: Profile | None = None
+    given = {key: value for key, value in table.items() if key not in _NOT_FILE_KEYS}
     try:
-        given = {key: value for key, value in table.items() if key not in _NOT_FILE_KEYS}
-        profile = _PROFILE.validate_python({**given, "name": name}, context={"root": root})
+        profile = _PROFILE.validate_python({**given, "name": name, "provider": provider}, context={"root": root})
     except ValidationError as exc:
         problems.extend(_describe(name, error, sources) for error in exc.errors(include_url=False))
+    if profile is not None and profile.failover is not None:
+        problems.extend(_failover_problems(name, given, root=root, sources=sources))
     if profile is not None and not profile.database.name:
         problems.append(
             f'profile {name!r}, database.name is required: set name = "<database>" under '
@@ -651,6 +684,22 @@ def _validate(name: str, table: dict[str, Any], *, root: Path, sources: list[tup
         raise ConfigError(f"profile {name!r} has {len(problems)} problems:\n{listed}\nFix them and retry.")
     assert profile is not None
     return profile
+
+
+def _failover_problems(
+    name: str, table: dict[str, Any], *, root: Path, sources: list[tuple[str, dict[str, Any]]]
+) -> list[str]:
+    """What is wrong with the profile on its alternative provider (each key named under ``failover.``)."""
+    if not has_alternative(table):
+        return [
+            f"{_source(('failover',), sources)}: profile {name!r}, failover: names no section to change: add "
+            f"[profiles.{name}.failover.database] (or {', '.join(FAILOVER_SECTIONS[1:])}) with the keys that differ"
+        ]
+    try:
+        _PROFILE.validate_python({**alternative_table(table, profile=name), "name": name}, context={"root": root})
+    except ValidationError as exc:
+        return [_describe(name, {**e, "loc": ("failover", *e["loc"])}, sources) for e in exc.errors(include_url=False)]
+    return []
 
 
 # --- error messages ------------------------------------------------------------------------
@@ -698,8 +747,8 @@ def _valid_keys(loc: tuple[str | int, ...]) -> list[str]:
 
     cls: Any = Profile
     for part in loc:
-        if isinstance(part, int):
-            continue
+        if isinstance(part, int) or (cls is Profile and part == "failover" and len(loc) > 1):
+            continue  # failover.<section> holds the keys of <section>
         hints = typing.get_type_hints(cls)
         target: Any = hints.get(part)
         for arg in (target, *typing.get_args(target)):

@@ -150,11 +150,9 @@ def test_the_scenarios_declare_their_drill_objectives() -> None:
     assert (verify.verify_after, verify.rto_kind, verify.rpo_component) == (False, None, None)
     assert SCENARIOS["database_corruption"].sandbox_only  # it overwrites the cluster's files, server stopped
     assert SCENARIOS["disk_full"].sandbox_only  # it mounts a filesystem over the backups folder
-    assert not any(
-        s.sandbox_only
-        for s in SCENARIOS.values()
-        if s.id not in ("full_system_loss", "database_corruption", "disk_full")
-    )
+    assert SCENARIOS["provider_outage"].sandbox_only  # it stops the provider's servers
+    only = ("full_system_loss", "database_corruption", "disk_full", "provider_outage")
+    assert not any(s.sandbox_only for s in SCENARIOS.values() if s.id not in only)
 
 
 def test_each_scenario_is_its_module_and_a_command_imports_only_its_own() -> None:

@@ -45,6 +45,7 @@ from drlib.processes import (
     wait_for_port,
 )
 from drlib.sandbox import seed
+from drlib.sandbox.alternative import AlternativeProvider, api_settings
 from drlib.sandbox.health import probe_api, probe_postgres, probe_redis, probe_s3
 from drlib.sandbox.pgserver import PostgresServer, data_parent
 from drlib.sandbox.redisserver import RedisServer
@@ -83,6 +84,8 @@ class ServiceStatus:
 class SandboxStatus:
     folder: Path
     services: tuple[ServiceStatus, ...]
+    #: the alternative provider (provider-outage failover), once provisioned; not part of :attr:`healthy`
+    alternative: tuple[ServiceStatus, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -100,6 +103,9 @@ class SandboxStatus:
             pid = f"pid {svc.pid}" if svc.pid else ""
             lines.append(f"  {svc.name:<10} {svc.state:<9} {svc.address:<24} {pid:<11} {svc.detail}".rstrip())
         lines.append(f"overall: {'healthy' if self.healthy else 'NOT HEALTHY'}")
+        if self.alternative:
+            lines.append("alternative provider (started on demand for a failover; `drlib failover status`):")
+            lines += [f"  {s.name:<12} {s.state:<9} {s.address:<24} {s.detail}".rstrip() for s in self.alternative]
         lines.append("profile: sandbox (connection details in connection.json; secrets in secrets.env, mode 0600)")
         return "\n".join(lines)
 
@@ -321,16 +327,7 @@ class Sandbox:
             )
             self._save_pid("s3", record)
             wait_for_port(port, what="S3 endpoint", timeout=60, log=self.logs / "s3.log")
-        client = self._s3_client(port, values)
-        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-        for bucket in BUCKETS:
-            if bucket in existing:
-                continue
-            if bucket == "backups-bucket":
-                client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-            else:
-                client.create_bucket(Bucket=bucket)
-            client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        ensure_buckets(self._s3_client(port, values))
 
     def _s3_client(self, port: int, values: dict[str, str]) -> Any:
         return boto3.client(
@@ -405,13 +402,14 @@ class Sandbox:
             stop_process(current, timeout=10)  # ours but not listening: hung
             self._refuse_taken_port(port, "sample API")
             values = self._secrets()
+            config, password = api_settings(self, values)  # the alternative's database while failed over
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
-                "PGPASSWORD": values[SECRET_NAMES["database"]],
+                "PGPASSWORD": password,
                 "REDIS_PASSWORD": values[SECRET_NAMES["redis"]],
             }
             record = spawn(
-                [sys.executable, "-m", "drlib.sandbox.api", "--config", str(self.connection_file)],
+                [sys.executable, "-m", "drlib.sandbox.api", "--config", str(config)],
                 log=self.api_log,
                 env=env,
             )
@@ -439,6 +437,12 @@ class Sandbox:
         with self._locked():
             stop_process(self._pids().get("api"), timeout=10)
             self._save_pid("api", None)
+
+    def stop_s3(self) -> None:
+        """Stop the S3 endpoint (its objects are in memory: ``up`` starts it again with the live bucket re-seeded)."""
+        with self._locked():
+            stop_process(self._pids().get("s3"), timeout=10)
+            self._save_pid("s3", None)
 
     def api_running(self) -> bool:
         return self._ours("api") is not None
@@ -482,6 +486,7 @@ class Sandbox:
             # the services' logs, and the backup jobs' (rotated ones there are what disk_full drills free)
             "logs": {"folders": [str(self.logs), str(self.backups_root / "logs")]},
             "secrets_file": str(self.secrets_file),
+            **AlternativeProvider(self).failover_section(),
         }
         connection = {
             "profile": profile,
@@ -527,7 +532,7 @@ class Sandbox:
             ),
             _service("api", api.pid if api else None, api_url, lambda: probe_api(api_url)),
         )
-        return SandboxStatus(folder=self.folder, services=services)
+        return SandboxStatus(folder=self.folder, services=services, alternative=AlternativeProvider(self).status())
 
     def down(self, *, purge: bool = False) -> None:
         """Stop every process the sandbox started (never one that merely reuses a recorded pid).
@@ -537,6 +542,9 @@ class Sandbox:
             return
         with self._locked():
             pgdata = None
+            AlternativeProvider(self).stop()
+            if purge:
+                AlternativeProvider(self).forget_switch()
             if self._ports():
                 for name in ("api", "s3"):
                     stop_process(self._pids().get(name), timeout=10)
@@ -550,6 +558,19 @@ class Sandbox:
                 if pgdata is not None:  # the cluster lives in a private temp folder when not below ours
                     outside = pgdata.parent
                     shutil.rmtree(outside if outside.name.startswith("drlib-pg-") else pgdata, ignore_errors=True)
+
+
+def ensure_buckets(client: Any) -> None:
+    """The sandbox's buckets on an S3 endpoint: the live bucket and the backups bucket (object lock), versioned."""
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    for bucket in BUCKETS:
+        if bucket in existing:
+            continue
+        if bucket == "backups-bucket":
+            client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        else:
+            client.create_bucket(Bucket=bucket)
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
 
 def _service(name: str, pid: int | None, address: str, probe: Callable[[], tuple[bool, str]]) -> ServiceStatus:

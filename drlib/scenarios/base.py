@@ -81,11 +81,14 @@ class Runbook:
     #: components the runbook cannot run without (refused at construction on a profile without them)
     needs: ClassVar[tuple[Component, ...]] = ()
 
-    def __init__(self, *, evidence: Evidence | None = None, **values: Any) -> None:
-        """``evidence``: share another runbook's evidence (a scenario built from other scenarios)."""
+    def __init__(self, *, evidence: Evidence | None = None, on: object = None, **values: Any) -> None:
+        """``evidence``: share another runbook's evidence (a scenario built from other scenarios); ``on``: work
+        on this loaded :class:`Profile` (e.g. a profile's view on its alternative provider), not ``profile``'s."""
         self.values = validate(self.params, values, scenario=self.scenario)
         self.failure_time = parse_failure_time(self.values["failure_time"])
-        self.profile: Profile = load_profile(self.values["profile"])
+        if on is not None and not isinstance(on, Profile):
+            raise TypeError(f"on= takes a loaded Profile, not {type(on).__name__}")
+        self.profile: Profile = on or load_profile(self.values["profile"])
         refuse_without(self.profile, self.needs, what=f"the {self.scenario} runbook")
         self.confirm: bool = self.values["confirm"]
         path = self.values["evidence_path"]
