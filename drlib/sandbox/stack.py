@@ -331,6 +331,7 @@ class Sandbox:
             else:
                 client.create_bucket(Bucket=bucket)
             client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        _ensure_default_retention(client, "backups-bucket")
 
     def _s3_client(self, port: int, values: dict[str, str]) -> Any:
         return boto3.client(
@@ -548,6 +549,21 @@ class Sandbox:
                 if pgdata is not None:  # the cluster lives in a private temp folder when not below ours
                     outside = pgdata.parent
                     shutil.rmtree(outside if outside.name.startswith("drlib-pg-") else pgdata, ignore_errors=True)
+
+
+#: every backup written to the sandbox's backups bucket is locked this long (COMPLIANCE: no credentials can
+#: delete or overwrite a locked version before then), as an immutable backup bucket is configured
+BACKUP_RETENTION = {"Mode": "COMPLIANCE", "Days": 1}
+
+
+def _ensure_default_retention(client: Any, bucket: str) -> None:
+    """Give the backups bucket its default retention, unless it has one (a bucket made before it did)."""
+    rule = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"].get("Rule")
+    if not rule:
+        client.put_object_lock_configuration(
+            Bucket=bucket,
+            ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": BACKUP_RETENTION}},
+        )
 
 
 def _service(name: str, pid: int | None, address: str, probe: Callable[[], tuple[bool, str]]) -> ServiceStatus:

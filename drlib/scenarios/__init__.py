@@ -13,6 +13,7 @@ from drlib.scenarios import (
     full_system_loss,
     postgres_database_loss,
     prevention_checks,
+    ransomware,
     redis_loss,
     storage_loss,
     verify_restore,
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
         verify_restore,
         accidental_deletion,
         database_corruption,
+        ransomware,
         prevention_checks,
     )
 }
@@ -51,6 +53,7 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("accidental_deletion", {}),
         ("database_corruption", {"drill_damage": "index"}),
         ("database_corruption", {"drill_damage": "table"}),
+        ("ransomware", {}),
         # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
         ("prevention_checks", {}),
     ),
