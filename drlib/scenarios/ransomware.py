@@ -44,10 +44,10 @@ from drlib.staging import (
 from drlib.steps import Outcome, step
 from drlib.storage.backends import LocalStorage, S3Storage, live_storage
 from drlib.storage.backup import archive_local, snapshot_bucket
-from drlib.storage.catalogue import StorageBackup, catalogue_for, restorable, storage_catalogue_table
+from drlib.storage.catalogue import catalogue_for, restorable, storage_catalogue_table
 from drlib.storage.immutability import immutability_checks
 from drlib.storage.restore import VerifiedStorageBackup, drop_old_tree, restore_live_storage, verify_storage_backup
-from drlib.storage.tamper import MASS_RENAME_MIN, BackupNotClean, TamperScan, clean_backup_checks, scan_storage
+from drlib.storage.tamper import MASS_RENAME_MIN, TamperScan, clean_backup_checks, pick_clean_backup, scan_storage
 from drlib.storage.verify import verify_storage
 from drlib.storage.writeblock import block_writes, unblock_writes, writes_blocked
 
@@ -252,35 +252,14 @@ class Ransomware(Runbook):
         assert first is not None
         kind = self.profile.require_storage().kind
         pool = restorable(catalogue_for(self.profile, storage_kind=kind), storage_kind=kind)
-        wanted = self.values["storage_backup"]
-        if wanted != "latest":
-            candidates = [b for b in pool if b.name == Path(wanted).name]
-            if not candidates:
-                raise BackupNotFound(
-                    f"no storage backup named {wanted!r}; available: {', '.join(b.name for b in pool)}"
-                )
-            if candidates[0].created_at >= first:
-                raise BackupNotClean(
-                    f"storage backup {candidates[0].name} was taken at {candidates[0].created_at.isoformat()}, after "
-                    f"the first affected file ({first.isoformat()}): it may hold encrypted files. Pick one taken "
-                    "before, or leave storage_backup = 'latest'"
-                )
-        else:
-            candidates = sorted((b for b in pool if b.created_at < first), key=lambda b: b.created_at, reverse=True)
-        rejected: dict[str, str] = {}
-        for backup in candidates:
-            verified, checks = self._judge(backup, found)
-            if checks.passed:
-                break
-            rejected[backup.name] = "; ".join(f"{c.name}: {c.detail}" for c in checks.failures)
-            if wanted != "latest":
-                raise BackupNotClean(f"storage backup {backup.name} is not clean ({rejected[backup.name]})")
-        else:
-            raise BackupNotFound(
-                f"no clean storage backup taken before the first affected time {first.isoformat()}"
-                + (f" (not clean: {rejected})" if rejected else f" ({len(pool)} in the catalogue)")
-                + ": look for an older copy off-site"
-            )
+        verified, checks, rejected = pick_clean_backup(
+            pool,
+            first_affected=first,
+            selection=self.values["storage_backup"],
+            judge=lambda b: clean_backup_checks(
+                verify_storage_backup(b), extensions=found.extensions, client=self._client()
+            ),
+        )
         self.clean = verified
         chosen = verified.backup
         self.evidence.note(
@@ -306,11 +285,6 @@ class Ransomware(Runbook):
             checks=Checks([before, *checks]),
             table=lambda: storage_catalogue_table(pool),
         )
-
-    def _judge(self, backup: StorageBackup, found: TamperScan) -> tuple[VerifiedStorageBackup, Checks]:
-        verified = verify_storage_backup(backup)
-        clean = clean_backup_checks(verified, extensions=found.extensions, client=self._client())
-        return verified, Checks([*verified.checks, *clean])
 
     # Step 3 -------------------------------------------------------------------------------
     @step(

@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from drlib.checks import CheckResult, Checks, check
-from drlib.exceptions import BackupCorrupt
+from drlib.exceptions import BackupCorrupt, BackupNotFound
 from drlib.hashing import parallel_map
 from drlib.ransom_notes import NOTE_MAX_BYTES, note_name, reads_like_note
 from drlib.storage.backends import LocalStorage, S3Storage, StoredFile
+from drlib.storage.catalogue import StorageBackup
 from drlib.storage.restore import VerifiedStorageBackup
 from drlib.storage.samples import Sample, sample_backup, sample_live
 
@@ -311,9 +314,10 @@ def _changed(key: str, item: StoredFile, now: Sample | None, then: Sample | None
 
 def clean_backup_checks(
     verified: VerifiedStorageBackup, *, extensions: set[str], client: Any = None, prefix: str = "backup_clean:"
-) -> Checks:
-    """Is the backup free of what the attack leaves: ransom notes, files with the attack's new ``extensions``,
-    and files as random as encrypted bytes without a known format signature (every file is sampled)?"""
+) -> tuple[VerifiedStorageBackup, Checks]:
+    """Is the (verified) backup free of what the attack leaves: ransom notes, files with the attack's new
+    ``extensions``, and files as random as encrypted bytes without a known format signature (every file is
+    sampled)? Its integrity checks come first."""
     keys = sorted(verified.manifest.files)
     notes = [k for k in keys if note_name(k)]
     renamed = [k for k in keys if any(k.lower().endswith(ext) for ext in extensions)]
@@ -329,12 +333,57 @@ def clean_backup_checks(
             detail=_names(found) if found else f"no {what} in {verified.backup.name}",
         )
 
-    return Checks(
+    return verified, Checks(
         [
+            *verified.checks,
             none_of("ransom_notes", notes, "file named like a ransom note"),
             none_of(
                 "ransom_extensions", renamed, "file with " + (", ".join(sorted(extensions)) or "the attack's extension")
             ),
             none_of("random_files", random, f"file as random as encrypted bytes (of {len(samples)} sampled)"),
         ]
+    )
+
+
+Judge = Callable[[StorageBackup], tuple[VerifiedStorageBackup, Checks]]
+
+
+def pick_clean_backup(
+    pool: list[StorageBackup], *, first_affected: datetime, selection: str, judge: Judge
+) -> tuple[VerifiedStorageBackup, Checks, dict[str, str]]:
+    """The newest backup of ``pool`` taken before ``first_affected`` that ``judge`` finds clean (those passed
+    over, with why), or the one named ``selection``: refused when taken at or after ``first_affected`` or not
+    clean."""
+    if selection not in ("latest", ""):
+        wanted = Path(selection).name
+        named = [b for b in pool if b.name == wanted]
+        if not named:
+            raise BackupNotFound(f"no storage backup named {wanted!r}; available: {', '.join(b.name for b in pool)}")
+        if named[0].created_at >= first_affected:
+            raise BackupNotClean(
+                f"storage backup {wanted} was taken at {named[0].created_at.isoformat()}, after the first affected "
+                f"file ({first_affected.isoformat()}): it may hold encrypted files. Pick one taken before, or "
+                "leave storage_backup = 'latest'"
+            )
+        candidates = named
+    else:
+        candidates = sorted((b for b in pool if b.created_at < first_affected), key=lambda b: b.created_at)[::-1]
+    rejected: dict[str, str] = {}
+    for backup in candidates:
+        try:
+            verified, checks = judge(backup)
+        except BackupCorrupt as exc:  # truncated, altered, no manifest: passed over like an unclean one
+            if len(candidates) == 1 and selection not in ("latest", ""):
+                raise
+            rejected[backup.name] = exc.message
+            continue
+        if checks.passed:
+            return verified, checks, rejected
+        rejected[backup.name] = "; ".join(f"{c.name}: {c.detail}" for c in checks.failures)
+    if selection not in ("latest", ""):
+        raise BackupNotClean(f"storage backup {candidates[0].name} is not clean ({rejected[candidates[0].name]})")
+    raise BackupNotFound(
+        f"no clean storage backup taken before the first affected time {first_affected.isoformat()}"
+        + (f" (not clean: {rejected})" if rejected else f" ({len(pool)} in the catalogue)")
+        + ": look for an older copy off-site (the backups bucket's older versions)"
     )
