@@ -1,5 +1,5 @@
-"""Failure injection for the ransomware drill (sandbox only): a share of the storage files encrypted in
-place with a keystream from ``os.urandom`` (real random bytes, as a cipher leaves them), some of them
+"""Failure injection for the ransomware drill (the sandbox, or a drill target): a share of the storage
+files encrypted in place with a keystream from ``os.urandom`` (real random bytes, as a cipher leaves them), some of them
 renamed with a new extension instead, ransom notes dropped at the top of the storage and in each folder,
 and optionally a ransom-note table left in the database, as the attacks on exposed PostgreSQL servers do."""
 
@@ -51,10 +51,10 @@ def encrypt_storage(
 ) -> Encryption:
     """Encrypt ``share`` of the live files (``rename_share`` of those under ``<name>.locked``, the original
     removed) and drop a note at the top and in every folder that had a file encrypted."""
-    if not profile.is_sandbox:
+    if not (profile.is_sandbox or profile.drill_target):
         raise DrillRefused(
-            "the ransomware fault encrypts the live storage and runs only on the sandbox, not on profile "
-            f"{profile.name!r}"
+            "the ransomware fault encrypts the live storage: it runs on the sandbox or a profile marked "
+            f"drill_target = true (with --yes), not on profile {profile.name!r}"
         )
     keys = sorted(f.key for f in live.files())
     chosen = random.Random(len(keys)).sample(keys, k=min(len(keys), math.ceil(len(keys) * share)))

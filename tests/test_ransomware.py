@@ -7,6 +7,7 @@ and fails when the recovery does not recover."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from drlib.cli import main
 from drlib.config import Profile
+from drlib.exceptions import DrillRefused
 from drlib.faults_ransomware import NOTE, encrypt_storage, leave_note_table
 from drlib.plans import RestorePlan
 from drlib.postgres.catalogue import list_backups, select_backup
@@ -126,6 +128,8 @@ def test_the_first_affected_time_is_the_earliest_modification_of_an_affected_fil
         when = (T0 + timedelta(minutes=minutes)).timestamp()
         os.utime(tree.root / key, (when, when))
     scan = scan_storage(tree, baseline)
+    with pytest.raises(DrillRefused, match="drill_target"):
+        encrypt_storage(dataclasses.replace(profile, name="production", drill_target=False), tree)
     assert {f.key for f in scan.affected} >= {*encrypted.notes, *encrypted.renamed}
     assert len(scan.of_kind("encrypted")) >= len(encrypted.encrypted) - 2  # test.wav is too short, clip.mp4 random
     assert scan.first_affected == T0 + timedelta(hours=1)

@@ -597,8 +597,8 @@ def preflight(profile: Profile, params: dict[str, Any]) -> list[CheckResult]:
 def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     """A database and a storage backup, files (and with ``drill_database`` rows) written after them,
     then ``drill_share`` of the storage files encrypted, some renamed to ``*.locked``, notes dropped (and a
-    ransom-note table left). The notebook deletes the replaced tree and database after the restore: nothing
-    encrypted stays behind in the sandbox."""
+    ransom-note table left). On the sandbox the notebook deletes the replaced tree and database after the
+    restore: nothing encrypted stays behind."""
     live = live_storage(profile)
     target = PgTarget.from_profile(profile)
     with_database = bool(params["drill_database"])
@@ -631,7 +631,8 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     return dataclasses.replace(
         setup,
         fault=f"ransomware: {'; '.join(done)}",
-        notebook_parameters={"drop_old_tree": True, "drop_old_database": True},
+        # on the sandbox nothing encrypted stays behind; elsewhere the replaced tree and database are kept
+        notebook_parameters={"drop_old_tree": True, "drop_old_database": True} if profile.is_sandbox else {},
     )
 
 
@@ -647,5 +648,4 @@ SCENARIO = Scenario(
     preflight=preflight,
     rto_kind="storage_loss",
     rpo_component="storage",
-    sandbox_only=True,
 )
