@@ -560,8 +560,14 @@ class Sandbox:
                     shutil.rmtree(outside if outside.name.startswith("drlib-pg-") else pgdata, ignore_errors=True)
 
 
+#: every backup written to the sandbox's backups bucket is locked this long (COMPLIANCE: no credentials can
+#: delete or overwrite a locked version before then), as an immutable backup bucket is configured
+BACKUP_RETENTION = {"Mode": "COMPLIANCE", "Days": 1}
+
+
 def ensure_buckets(client: Any) -> None:
-    """The sandbox's buckets on an S3 endpoint: the live bucket and the backups bucket (object lock), versioned."""
+    """The sandbox's buckets on an S3 endpoint: the live bucket and the backups bucket (object lock with a
+    default retention), versioned."""
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     for bucket in BUCKETS:
         if bucket in existing:
@@ -571,6 +577,17 @@ def ensure_buckets(client: Any) -> None:
         else:
             client.create_bucket(Bucket=bucket)
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    _ensure_default_retention(client, "backups-bucket")
+
+
+def _ensure_default_retention(client: Any, bucket: str) -> None:
+    """Give the backups bucket its default retention, unless it has one (a bucket made before it did)."""
+    rule = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"].get("Rule")
+    if not rule:
+        client.put_object_lock_configuration(
+            Bucket=bucket,
+            ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": BACKUP_RETENTION}},
+        )
 
 
 def _service(name: str, pid: int | None, address: str, probe: Callable[[], tuple[bool, str]]) -> ServiceStatus:

@@ -24,6 +24,7 @@ SCENARIO_IDS: tuple[str, ...] = (
     "database_corruption",
     "disk_full",
     "provider_outage",
+    "ransomware",
     "prevention_checks",
 )
 
@@ -50,6 +51,7 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("database_corruption", {"drill_damage": "table"}),
         ("disk_full", {}),
         ("provider_outage", {}),
+        ("ransomware", {}),
         # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
         ("prevention_checks", {}),
     ),
