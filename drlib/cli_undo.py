@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from drlib.cli_restore import _confirm_option, _run, _shared_options
+from drlib.exceptions import ParameterError
 from drlib.terminal import handles_errors
 
 
@@ -34,6 +35,8 @@ def undo() -> None:
 def undo_deletion(table: str, keys: tuple[str, ...], no_dependants: bool, keep_scratch: bool, **shared: Any) -> None:
     """Deleted rows of TABLE (and, by foreign key, of every table that depended on them) back from the
     backup taken before the deletion (-p failure_time …), with the files their storage_key names."""
+    if any(not key.strip() for key in keys):  # `--key "$ID"` with ID unset would bring back every deleted row
+        raise ParameterError("--key '' is empty: give the deleted row's key, or leave --key out for every deleted row")
     flags = {
         "table": table,
         "keys": ";".join(keys) + (";" if any("," in k for k in keys) else "") if keys else None,

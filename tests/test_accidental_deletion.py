@@ -359,3 +359,30 @@ def test_a_signal_mid_undo_drops_the_scratch_copy_and_leaves_the_live_database_a
     assert test_cli_restore.counts(target) == before and test_cli_restore.databases(target) == dbs
     results = test_cli_restore.results_of(test_cli_restore.new_report(folders))
     assert results.status == "error" and results.error is not None and results.error.step == "restore_scratch"
+
+
+def scratch_databases(target: PgTarget) -> list[str]:
+    with target.maintenance.connect() as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE '%scratch%'")]
+
+
+def one_error_line(result: Result) -> str:
+    errors = [line for line in result.output.splitlines() if line.startswith("error [")]
+    assert result.exit_code == 3 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def test_a_misspelt_table_or_empty_key_is_refused_before_the_scratch_copy_and_a_later_failure_drops_it(
+    healthy_sandbox: object, target: PgTarget
+) -> None:
+    typo = drlib("undo", "deletion", "--table", "userz", "--confirm")
+    assert "not in the live database" in one_error_line(typo) and "restore_scratch" not in typo.output
+    empty = drlib("undo", "deletion", "--table", "users", "--key", "", "--confirm")  # `--key "$ID"`, ID unset
+    assert one_error_line(empty).startswith("error [parameter]")
+    run(target, "CREATE TABLE hostile_new (id int PRIMARY KEY)")  # made after every backup
+    try:
+        late = drlib("undo", "deletion", "--table", "hostile_new")  # refused in Step 3, after the scratch copy
+    finally:
+        run(target, "DROP TABLE hostile_new")
+    assert "not in the backup" in one_error_line(late) and "dropped after the failure" in late.output, late.output
+    assert scratch_databases(target) == []

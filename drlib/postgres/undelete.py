@@ -95,7 +95,7 @@ class ReinsertResult:
     live_rows_after: dict[str, int]
 
 
-def _table(conn: psycopg.Connection, name: str) -> TableRef:
+def _table(conn: psycopg.Connection, name: str, *, where: str = "the backup") -> TableRef:
     """Resolve ``name`` (``users``, ``public.users``, ``sales."Invoice"``) in ``conn``'s database."""
     try:
         row = conn.execute(
@@ -108,7 +108,9 @@ def _table(conn: psycopg.Connection, name: str) -> TableRef:
     except psycopg.errors.InvalidName:
         row = None
     if row is None:
-        raise ParameterError(f"table {name!r} is not in the backup: give a table as schema.name (e.g. public.users)")
+        raise ParameterError(
+            f"table {name!r} is not in {where} (or is not a table): give a table as schema.name (e.g. public.users)"
+        )
     schema, relname, oid, qualified = row
     key = [
         r[0]
@@ -208,7 +210,8 @@ def _discover(
     that reference its parent's scope. What the live database lacks of each scope is what was deleted,
     so a job deleted under a user who is still there is found too."""
     root = _table(sconn, table)
-    _table(lconn, root.qualified)  # the live database has it too (else a dropped table, not deleted rows)
+    # the live database has it too (else a dropped table, not deleted rows)
+    _table(lconn, root.qualified, where="the live database")
     fks = discover_foreign_keys(sconn, scratch.settings) if dependants else []
     found: list[_Found] = []
     not_missing: dict[str, str] = {}
@@ -291,6 +294,15 @@ def _storage_keys(conn: psycopg.Connection, table: TableRef, missing: str) -> tu
         )
     ).fetchall()
     return tuple(str(r[0]) for r in rows if r[0])
+
+
+def check_table(live: PgTarget, table: str, keys: Sequence[str] = ()) -> TableRef:
+    """``table`` as the live database has it, with a primary key that ``keys`` fit: what an undo checks
+    before it restores anything (a misspelt table is refused in seconds, not after a whole restore)."""
+    with sql_errors(live, doing="looking up the table"), live.connect() as conn:
+        ref = _table(conn, table, where="the live database")
+    _chosen_keys(ref, keys)
+    return ref
 
 
 def find_deleted(

@@ -9,8 +9,10 @@ the storage backup. Rows and files written since the backup are kept: nothing is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from drlib.checks import CheckResult, Checks, check
@@ -25,12 +27,19 @@ from drlib.postgres.catalogue import list_backups, select_backup
 from drlib.postgres.connection import PgTarget, drop_database
 from drlib.postgres.integrity import VerifiedBackup, verify_backup
 from drlib.postgres.restore import MAX_RESTORE_JOBS, restore_to_new_database
-from drlib.postgres.undelete import DeletionPlan, ReinsertResult, find_deleted, reinsert, survey_deleted
+from drlib.postgres.undelete import (
+    DeletionPlan,
+    ReinsertResult,
+    check_table,
+    find_deleted,
+    reinsert,
+    survey_deleted,
+)
 from drlib.postgres.verify import orphan_checks
 from drlib.preflight import stack_reachable
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.staging import DrillSetup, fail_after_backup, is_content_crew, write_rows_after_backup
-from drlib.steps import Outcome, step
+from drlib.steps import Outcome, StepSpec, step
 from drlib.storage.backends import LocalStorage, S3Storage, live_storage
 from drlib.storage.backup import archive_local
 from drlib.storage.catalogue import catalogue_for, restorable, select_storage_backup
@@ -91,6 +100,11 @@ class AccidentalDeletion(Runbook):
         self.target = PgTarget.from_profile(self.profile)
         self.keys = split_list(self.values["keys"])
         self.paths = normalise_paths(split_list(self.values["paths"]))
+        if self.values["keys"].strip() and not self.keys:
+            raise ParameterError(
+                f"keys {self.values['keys']!r} holds no key: give the deleted rows' keys, or leave keys out to bring "
+                "back every deleted row of the table"
+            )
         if self.keys and not self.values["table"]:
             raise ParameterError("keys were given without a table: set table (e.g. public.users)")
         if not self.values["rows"] and not self.paths:
@@ -102,6 +116,22 @@ class AccidentalDeletion(Runbook):
         self.missing_files: MissingFiles | None = None
         self.reinserted: ReinsertResult | None = None
         self.files_restored: FilesRestored | None = None
+
+    def run_step(self, spec: StepSpec, body: Callable[[], Outcome | RestorePlan]) -> Outcome:
+        """A step that fails (or is interrupted) once the scratch database exists drops it, unless
+        ``keep_scratch``: the last step, which would, is not reached."""
+        try:
+            return super().run_step(spec, body)
+        except BaseException as exc:
+            if self.scratch is not None and not self.values["keep_scratch"] and spec.method != "drop_scratch":
+                name = self.scratch.name
+                with contextlib.suppress(DrlibError):
+                    drop_database(self.target, name)
+                    self.scratch = None
+                    self.set_state("scratch", f"{name} dropped after the failure")
+                    if isinstance(exc, DrlibError):
+                        exc.args = (f"{exc.message.split(' State now: ')[0]} State now: {self.state_text()}",)
+            raise
 
     # Step 1 ------------------------------------------------------------------------------
     @step(
@@ -121,6 +151,8 @@ class AccidentalDeletion(Runbook):
         facts: dict[str, Any] = {"deletion time": when}
         results: list[CheckResult] = []
         if self.values["rows"]:
+            if self.values["table"]:  # a misspelt table or key is refused now, not after the scratch restore
+                check_table(self.target, self.values["table"], self.keys)
             backups = list_backups(self.profile.backups.postgres_dir, prefix=self.profile.backups.prefix)
             chosen = select_backup(backups, selection=self.values["backup"], before=self.failure_time)
             self.verified = verify_backup(chosen)
