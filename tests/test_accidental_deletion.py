@@ -26,7 +26,7 @@ from drlib.postgres.restore import restore_to_new_database
 from drlib.postgres.undelete import MASK, UndeleteFailed, find_deleted, reinsert, survey_deleted
 from drlib.processes import RUN_MARKER
 from drlib.results import DrillResults
-from drlib.scenarios.accidental_deletion import rows_kept_check
+from drlib.scenarios.accidental_deletion import _plan_lines, rows_kept_check
 from drlib.storage.backends import LocalStorage
 from drlib.storage.backup import archive_local
 from drlib.storage.catalogue import list_storage_backups, select_storage_backup
@@ -185,6 +185,45 @@ def test_a_two_column_key_is_given_as_pairs(shop: tuple[PgTarget, PgTarget]) -> 
     assert [(t.table.qualified, t.count) for t in plan.tables] == [("public.lines", 1)]
     with pytest.raises(ParameterError, match="2-column key"):
         find_deleted(live=live, scratch=scratch, table="lines", keys=["7"])
+
+
+TREE = (
+    "CREATE TABLE teams (id int PRIMARY KEY)",
+    # a tree of rows (boss), and a table the discovery reaches before emp that references emp
+    'CREATE TABLE emp (id int PRIMARY KEY, team int REFERENCES teams ON DELETE CASCADE, "apiKey" text, '
+    "boss int REFERENCES emp ON DELETE CASCADE)",
+    "CREATE TABLE a_badge (id int PRIMARY KEY, team int REFERENCES teams ON DELETE CASCADE, "
+    "emp int REFERENCES emp ON DELETE CASCADE)",
+    "CREATE TABLE sessions (token text PRIMARY KEY, emp int REFERENCES emp ON DELETE CASCADE)",
+    "CREATE TABLE shifts (at timestamptz PRIMARY KEY)",
+    "INSERT INTO teams VALUES (1), (2)",
+    "INSERT INTO emp VALUES (1, 1, 'k1', NULL), (2, 2, 'k2', 1), (3, 2, 'k3', 2), (4, 2, 'k4', NULL)",
+    "INSERT INTO a_badge VALUES (10, 1, 1)",
+    "INSERT INTO sessions VALUES ('s3cr3t-session-token', 1)",
+    "INSERT INTO shifts VALUES ('2024-01-02 03:04:05+00'), ('2024-01-03 03:04:05+00')",
+)
+
+
+def test_a_tree_of_rows_comes_back_whole_parents_first_with_secret_keys_masked(make_db: Made, tmp_path: Path) -> None:
+    live = make_db(*TREE)
+    verified = verify_backup(backup_database(target=live, backup_dir=tmp_path))
+    run(live, "DELETE FROM teams WHERE id = 1", "DELETE FROM shifts WHERE at < '2024-01-03'")
+    restore_to_new_database(verified, target=live, jobs=1, confirm=True, new_name=f"{live.name}_scratch")
+    scratch = live.with_database(f"{live.name}_scratch")
+    plan = find_deleted(live=live, scratch=scratch, table="teams", keys=["1"])
+    found = {t.table.qualified: t for t in plan.tables}
+    assert found["public.emp"].keys == ("1", "2", "3")  # 2 and 3 went with their boss, in another team
+    assert [t.table.qualified for t in plan.tables].index("public.a_badge") > 1  # after emp, which it references
+    assert found["public.sessions"].keys == (MASK,) and found["public.emp"].sample[0]["apiKey"] == MASK
+    assert "s3cr3t" not in "\n".join(_plan_lines(plan))
+    done = reinsert(plan, live=live, scratch=scratch, table="teams", keys=["1"], confirm=True)
+    assert done.inserted == {"public.teams": 1, "public.emp": 3, "public.a_badge": 1, "public.sessions": 1}
+    shifts = find_deleted(live=live, scratch=scratch, table="shifts")
+    assert find_deleted(live=live, scratch=scratch, table="shifts", keys=shifts.tables[0].keys).total == 1  # as shown
+    # the same number of rows missing, but not the rows shown: refused
+    run(live, "INSERT INTO shifts VALUES ('2024-01-02 03:04:05+00')", "DELETE FROM shifts WHERE at > '2024-01-02'")
+    with pytest.raises(UndeleteFailed, match="not the same rows"):
+        reinsert(shifts, live=live, scratch=scratch, table="shifts", confirm=True)
 
 
 # -- files -----------------------------------------------------------------------------------------

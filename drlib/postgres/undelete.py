@@ -57,7 +57,7 @@ class DeletedRows:
 
     table: TableRef
     count: int
-    #: their primary keys (as text), at most SAMPLE_ROWS of them
+    #: their primary keys (as text; masked when a key column looks secret), at most SAMPLE_ROWS of them
     keys: tuple[str, ...]
     #: up to SAMPLE_ROWS rows as column -> value (columns that look secret masked)
     sample: tuple[dict[str, object], ...]
@@ -65,6 +65,8 @@ class DeletedRows:
     via: str = ""
     #: the files these rows point at (their ``storage_key`` column, when the table has one)
     storage_keys: tuple[str, ...] = ()
+    #: md5 of every key, sorted: the rows found again before inserting must be these very rows
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,18 +172,35 @@ def _copy_live_keys(live: psycopg.Connection, scratch: psycopg.Connection, table
 def _sample(
     scratch: psycopg.Connection, table: TableRef, missing: str
 ) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
+    """The first rows and their keys as :func:`_key_text` writes them (what ``keys`` takes back)."""
     rows = scratch.execute(
         sql.SQL(
-            "SELECT pg_catalog.row_to_json(s)::text FROM {} s WHERE EXISTS (SELECT 1 FROM {} m WHERE {}) LIMIT {}"
-        ).format(table.ident, sql.Identifier(missing), _key_match("m", "s", table.key), sql.Literal(SAMPLE_ROWS))
+            "SELECT {}, pg_catalog.row_to_json(s)::text FROM {} s WHERE EXISTS (SELECT 1 FROM {} m WHERE {}) "
+            "ORDER BY 1 LIMIT {}"
+        ).format(
+            _key_text(table, "s"),
+            table.ident,
+            sql.Identifier(missing),
+            _key_match("m", "s", table.key),
+            sql.Literal(SAMPLE_ROWS),
+        )
     ).fetchall()
-    sample = []
-    keys = []
-    for (text,) in rows:
-        values = json.loads(text)
-        keys.append(",".join(str(values.get(c)) for c in table.key))
-        sample.append({c: MASK if looks_like_secret_name(c) and v is not None else v for c, v in values.items()})
-    return tuple(keys), tuple(sample)
+    secret_key = any(looks_like_secret_name(c) for c in table.key)
+    keys = tuple(MASK if secret_key else str(key) for key, _ in rows)
+    sample = tuple(
+        {c: MASK if looks_like_secret_name(c) and v is not None else v for c, v in json.loads(text).items()}
+        for _, text in rows
+    )
+    return keys, sample
+
+
+def _digest(conn: psycopg.Connection, table: TableRef, temp: str) -> str:
+    row = conn.execute(
+        sql.SQL("SELECT md5(coalesce(string_agg(k, E'\\n' ORDER BY k), '')) FROM (SELECT {} AS k FROM {}) t").format(
+            _key_text(table), sql.Identifier(temp)
+        )
+    ).fetchone()
+    return str(row[0]) if row else ""
 
 
 def _children(fks: list[ForeignKey], parent: TableRef) -> list[ForeignKey]:
@@ -228,12 +247,8 @@ def _discover(
             in_scope = _chosen_keys(current, keys) or absent
         else:
             assert via is not None
-            links = sql.SQL(" AND ").join(
-                sql.SQL("p.{} = s.{}").format(sql.Identifier(pc), sql.Identifier(cc))
-                for cc, pc in zip(via.columns, via.parent_columns, strict=True)
-            )
             in_scope = sql.SQL("EXISTS (SELECT 1 FROM {} p JOIN {} m ON {} WHERE {})").format(
-                parent.ident, sql.Identifier(parent_scope), _key_match("m", "p", parent.key), links
+                parent.ident, sql.Identifier(parent_scope), _key_match("m", "p", parent.key), _links(via, "p", "s")
             )
         key_columns = sql.SQL(", ").join(sql.Identifier("s", c) for c in current.key)
         sconn.execute(
@@ -241,6 +256,7 @@ def _discover(
                 sql.Identifier(scope), key_columns, current.ident, in_scope
             )
         )
+        _add_descendants(sconn, current, scope, [fk for fk in fks if fk.child == fk.parent == current.qualified])
         sconn.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} AS SELECT {} FROM {} s WHERE EXISTS (SELECT 1 FROM {} c WHERE {}) AND {}"
@@ -265,6 +281,7 @@ def _discover(
                 sample=sample,
                 via=via.label if via else "",
                 storage_keys=_storage_keys(sconn, current, missing),
+                digest=_digest(sconn, current, missing),
             )
             found.append(_Found(rows=rows, missing=missing))
         if not _rows_in(sconn, scope):
@@ -273,7 +290,57 @@ def _discover(
             if fk.child not in seen:
                 seen.add(fk.child)
                 queue.append((_table(sconn, fk.child), fk, current, scope))
-    return found, not_missing
+    return _parents_first(found, fks), not_missing
+
+
+def _links(fk: ForeignKey, parent: str, child: str) -> sql.Composed:
+    """``parent.<referenced columns> = child.<referencing columns>`` for a foreign key."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(parent, pc), sql.Identifier(child, cc))
+        for cc, pc in zip(fk.columns, fk.parent_columns, strict=True)
+    )
+
+
+def _add_descendants(conn: psycopg.Connection, table: TableRef, scope: str, self_keys: list[ForeignKey]) -> None:
+    """Grow ``scope`` with every row below its rows through the table's self-referencing keys (a tree of
+    rows: a manager's reports, their reports …), until no row is added."""
+    while self_keys:
+        added = 0
+        for key in self_keys:
+            added += conn.execute(
+                sql.SQL(
+                    "INSERT INTO {scope} SELECT {cols} FROM {table} s WHERE EXISTS (SELECT 1 FROM {table} p "
+                    "JOIN {scope} m ON {parent_in_scope} WHERE {links}) "
+                    "AND NOT EXISTS (SELECT 1 FROM {scope} c WHERE {in_scope})"
+                ).format(
+                    scope=sql.Identifier(scope),
+                    cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in table.key),
+                    table=table.ident,
+                    parent_in_scope=_key_match("m", "p", table.key),
+                    links=_links(key, "p", "s"),
+                    in_scope=_key_match("c", "s", table.key),
+                )
+            ).rowcount
+        if not added:
+            return
+
+
+def _parents_first(found: list[_Found], fks: list[ForeignKey]) -> list[_Found]:
+    """``found`` reordered so that every table comes after the tables it references (the order rows can be
+    inserted in); the discovery order otherwise, and as it is where keys form a cycle."""
+    names = {f.rows.table.qualified for f in found}
+    parents = {
+        name: {fk.parent for fk in fks if fk.child == name and fk.parent != name and fk.parent in names}
+        for name in names
+    }
+    ordered: list[_Found] = []
+    left = list(found)
+    while left:
+        placed = {f.rows.table.qualified for f in ordered}
+        ready = next((f for f in left if parents[f.rows.table.qualified] <= placed), left[0])
+        ordered.append(ready)
+        left.remove(ready)
+    return ordered
 
 
 def _rows_in(conn: psycopg.Connection, temp: str) -> int:
@@ -346,16 +413,21 @@ def reinsert(
         found, _ = _discover(sconn, lconn, scratch, table, keys, dependants)
         found = [f for f in found if f.rows.count]
         now = tuple((f.rows.table.qualified, f.rows.count) for f in found)
-        if now != tuple((t.table.qualified, t.count) for t in plan.tables):
+        same_rows = [(f.rows.table.qualified, f.rows.digest) for f in found] == [
+            (t.table.qualified, t.digest) for t in plan.tables
+        ]
+        if now != tuple((t.table.qualified, t.count) for t in plan.tables) or not same_rows:
             raise UndeleteFailed(
                 f"the live database changed since the plan ({plan.describe()}; now "
-                f"{'; '.join(f'{n} row(s) of {t}' for t, n in now) or 'nothing missing'}): nothing was inserted; "
+                f"{'; '.join(f'{n} row(s) of {t}' for t, n in now) or 'nothing missing'}"
+                f"{'' if same_rows else ', not the same rows'}): nothing was inserted; "
                 "look at the rows again, then confirm"
             )
         before: dict[str, int] = {}
         after: dict[str, int] = {}
         inserted: dict[str, int] = {}
         with lconn.transaction():
+            lconn.execute("SET CONSTRAINTS ALL DEFERRED")  # a cycle of deferrable keys is checked at commit
             for f in found:
                 ref = f.rows.table
                 before[ref.qualified] = _count(lconn, ref)
@@ -407,10 +479,12 @@ def _chosen_keys(table: TableRef, keys: Sequence[str]) -> sql.Composed | None:
     return sql.SQL("{} IN ({})").format(row, wanted)
 
 
-def _key_text(table: TableRef) -> sql.Composed:
+def _key_text(table: TableRef, alias: str = "") -> sql.Composed:
     """A row's primary key as the text a user gives it: ``7``, or ``7,2`` for a two-column key."""
     return sql.SQL("concat_ws(',', {})").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in table.key)
+        sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(alias, c) if alias else sql.Identifier(c)) for c in table.key
+        )
     )
 
 
