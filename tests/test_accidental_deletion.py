@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from drlib.cli import main
-from drlib.exceptions import ConfirmationRequired, ParameterError
+from drlib.exceptions import BackupCorrupt, ConfirmationRequired, ParameterError
 from drlib.lock import acquire, stack_key
 from drlib.postgres.backup import backup_database
 from drlib.postgres.connection import PgTarget
@@ -26,10 +26,11 @@ from drlib.postgres.restore import restore_to_new_database
 from drlib.postgres.undelete import MASK, UndeleteFailed, find_deleted, reinsert, survey_deleted
 from drlib.processes import RUN_MARKER
 from drlib.results import DrillResults
-from drlib.scenarios.accidental_deletion import _plan_lines, rows_kept_check
+from drlib.scenarios.accidental_deletion import _plan_lines, rows_kept_check, split_list
 from drlib.storage.backends import LocalStorage
 from drlib.storage.backup import archive_local
 from drlib.storage.catalogue import list_storage_backups, select_storage_backup
+from drlib.storage.manifest import manifest_path_for
 from drlib.storage.restore import verify_storage_backup
 from drlib.storage.undelete import files_back_check, find_missing_files, normalise_paths, restore_missing_files
 from tests import test_cli_restore
@@ -272,6 +273,34 @@ def test_paths_outside_the_storage_root_are_refused(path: str) -> None:
         normalise_paths([path])
 
 
+def test_a_manifest_that_lists_a_file_outside_the_root_or_one_the_backup_lacks_is_refused(
+    tree: tuple[LocalStorage, Path],
+) -> None:
+    live, backups = tree
+    backup = select_storage_backup(list_storage_backups(backup_dir=backups))
+    manifest = manifest_path_for(backup.path)
+    data = json.loads(manifest.read_text())
+    record = data["files"]["videos/0.bin"]
+    data["files"]["videos/ghost.bin"] = record  # not in the archive
+    manifest.write_text(json.dumps(data))
+    verified = verify_storage_backup(select_storage_backup(list_storage_backups(backup_dir=backups)))
+    missing = find_missing_files(verified, live=live, paths=["videos"])
+    with pytest.raises(BackupCorrupt, match=r"ghost\.bin .* missing or fails its checksum"):
+        restore_missing_files(verified, missing, live=live, confirm=True)
+    data["files"]["videos/../../escaped.bin"] = record
+    manifest.write_text(json.dumps(data))
+    verified = verify_storage_backup(select_storage_backup(list_storage_backups(backup_dir=backups)))
+    with pytest.raises(BackupCorrupt, match="outside the storage root"):
+        find_missing_files(verified, live=live, paths=["videos"])
+    assert not (live.root.parent / "escaped.bin").exists()
+
+
+def test_keys_and_paths_holding_commas_or_semicolons_reach_the_runbook_whole() -> None:
+    assert split_list(json.dumps(["x;y", "a,b.wav"])) == ("x;y", "a,b.wav")  # what drlib undo passes
+    assert split_list("1,2;3,4") == ("1,2", "3,4") and split_list("[old].wav") == ("[old].wav",)
+    assert normalise_paths(["./voiceovers/./a.wav"]) == ("voiceovers/a.wav",)
+
+
 # -- the command and the drill ----------------------------------------------------------------------
 def drlib(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
@@ -335,6 +364,8 @@ def test_undo_deletion_shows_then_brings_back_a_user_with_their_jobs_artifacts_a
 
 
 def test_undo_files_refuses_paths_outside_the_storage_root_in_one_line(sandbox: object) -> None:
+    named = drlib("undo", "files", "voiceovers,old.wav")  # one file, not the folder voiceovers and old.wav
+    assert "observed ['voiceovers,old.wav']" in named.output, named.output
     result = drlib("undo", "files", "../../etc/passwd")
     assert result.exit_code == 3
     errors = [line for line in result.output.splitlines() if line.startswith("error [")]

@@ -56,7 +56,13 @@ from drlib.storage.undelete import (
 
 def split_list(value: str) -> tuple[str, ...]:
     """``"a, b"`` -> ``("a", "b")``: how a notebook parameter holds several keys or paths. With a ``;``
-    anywhere it splits on ``;`` only (``"1,2;3,4"``: two keys of a two-column primary key)."""
+    anywhere it splits on ``;`` only (``"1,2;3,4"``: two keys of a two-column primary key). A JSON list of
+    strings is taken as it is (how ``drlib undo`` passes keys and paths that hold ``,`` or ``;``)."""
+    if value.lstrip().startswith("["):
+        with contextlib.suppress(ValueError):
+            items = json.loads(value)
+            if isinstance(items, list) and all(isinstance(item, str) for item in items):
+                return tuple(item for item in items if item.strip())
     return tuple(part.strip() for part in value.split(";" if ";" in value else ",") if part.strip())
 
 
