@@ -197,10 +197,13 @@ TREE = (
     "emp int REFERENCES emp ON DELETE CASCADE)",
     "CREATE TABLE sessions (token text PRIMARY KEY, emp int REFERENCES emp ON DELETE CASCADE)",
     "CREATE TABLE shifts (at timestamptz PRIMARY KEY)",
+    # not deleted with their author: only unlinked
+    "CREATE TABLE docs (id int PRIMARY KEY, author int REFERENCES emp ON DELETE SET NULL)",
     "INSERT INTO teams VALUES (1), (2)",
     "INSERT INTO emp VALUES (1, 1, 'k1', NULL), (2, 2, 'k2', 1), (3, 2, 'k3', 2), (4, 2, 'k4', NULL)",
     "INSERT INTO a_badge VALUES (10, 1, 1)",
     "INSERT INTO sessions VALUES ('s3cr3t-session-token', 1)",
+    "INSERT INTO docs VALUES (1, 1), (2, 3), (3, NULL), (4, 4)",
     "INSERT INTO shifts VALUES ('2024-01-02 03:04:05+00'), ('2024-01-03 03:04:05+00')",
 )
 
@@ -217,8 +220,16 @@ def test_a_tree_of_rows_comes_back_whole_parents_first_with_secret_keys_masked(m
     assert [t.table.qualified for t in plan.tables].index("public.a_badge") > 1  # after emp, which it references
     assert found["public.sessions"].keys == (MASK,) and found["public.emp"].sample[0]["apiKey"] == MASK
     assert "s3cr3t" not in "\n".join(_plan_lines(plan))
+    assert plan.relinks == {"public.docs.docs_author_fkey": 2}  # docs 1 and 2 lost their author
+    run(live, "UPDATE docs SET author = 4 WHERE id = 2")  # linked again by hand since: left as it is
+    with pytest.raises(UndeleteFailed, match="changed since the plan"):
+        reinsert(plan, live=live, scratch=scratch, table="teams", keys=["1"], confirm=True)
+    plan = find_deleted(live=live, scratch=scratch, table="teams", keys=["1"])
     done = reinsert(plan, live=live, scratch=scratch, table="teams", keys=["1"], confirm=True)
     assert done.inserted == {"public.teams": 1, "public.emp": 3, "public.a_badge": 1, "public.sessions": 1}
+    assert done.relinked == {"public.docs.docs_author_fkey": 1}
+    assert count(live, "SELECT count(*) FROM docs WHERE (id, author) IN ((1, 1), (2, 4)) AND author IS NOT NULL") == 2
+    assert find_deleted(live=live, scratch=scratch, table="teams", keys=["1"]).describe() == "no deleted rows"
     shifts = find_deleted(live=live, scratch=scratch, table="shifts")
     assert find_deleted(live=live, scratch=scratch, table="shifts", keys=shifts.tables[0].keys).total == 1  # as shown
     # the same number of rows missing, but not the rows shown: refused

@@ -24,6 +24,7 @@ from drlib.postgres.catalog import ForeignKey, discover_foreign_keys, discover_t
 from drlib.postgres.connection import PgTarget, sql_errors
 from drlib.secrets import looks_like_secret_name
 
+EVERY_ROW = sql.SQL("true")
 #: rows shown per table in a plan (the count is always exact)
 SAMPLE_ROWS = 20
 MASK = "•••"
@@ -80,6 +81,8 @@ class DeletionPlan:
     #: every missing key of the chosen table (as text, ``a,b`` for two columns): what a verification
     #: looks for again, with every row below it
     root_keys: tuple[str, ...] = ()
+    #: per ``ON DELETE SET NULL`` foreign key: rows still there whose link the deletion set to NULL
+    relinks: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -87,12 +90,15 @@ class DeletionPlan:
 
     def describe(self) -> str:
         parts = [f"{t.count} row(s) of {t.table.qualified}" + (f" (via {t.via})" if t.via else "") for t in self.tables]
+        parts += [f"{n} link(s) of {label} set to NULL by the deletion" for label, n in self.relinks.items()]
         return "; ".join(parts) if parts else "no deleted rows"
 
 
 @dataclass(frozen=True)
 class ReinsertResult:
     inserted: dict[str, int]
+    #: per ``ON DELETE SET NULL`` foreign key: links set back
+    relinked: dict[str, int]
     live_rows_before: dict[str, int]
     live_rows_after: dict[str, int]
 
@@ -152,15 +158,21 @@ def _key_match(left: str, right: str, columns: Sequence[str]) -> sql.Composed:
     )
 
 
-def _copy_live_keys(live: psycopg.Connection, scratch: psycopg.Connection, table: TableRef, temp: str) -> None:
-    """The live table's primary keys into the scratch session's temporary table ``temp``."""
+def _copy_live_keys(
+    live: psycopg.Connection,
+    scratch: psycopg.Connection,
+    table: TableRef,
+    temp: str,
+    where: sql.Composable = EVERY_ROW,
+) -> None:
+    """The live table's primary keys (of the rows ``where`` keeps) into the scratch session's temporary table."""
     keys = _key_list(table.key)
     scratch.execute(
         sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
             sql.Identifier(temp), keys, table.ident
         )
     )
-    source = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(keys, table.ident)
+    source = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(keys, table.ident, where)
     with (
         live.cursor().copy(source) as out,
         scratch.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(temp))) as into,
@@ -214,6 +226,53 @@ class _Found:
     missing: str
 
 
+@dataclass(frozen=True)
+class _Nulled:
+    """Rows still in the live database whose ``ON DELETE SET NULL`` key the deletion emptied."""
+
+    table: TableRef
+    fk: ForeignKey
+    count: int
+    #: the scratch session's temporary table holding their keys
+    keys: str
+
+
+def _set_null_keys(conn: psycopg.Connection) -> set[tuple[str, str]]:
+    """(child table, constraint name) of every ``ON DELETE SET NULL`` foreign key."""
+    rows = conn.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname), con.conname FROM pg_catalog.pg_constraint con "
+        "JOIN pg_catalog.pg_class c ON c.oid = con.conrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE con.contype = 'f' AND con.confdeltype = 'n'"
+    ).fetchall()
+    return {(child, name) for child, name in rows}
+
+
+def _find_nulled(
+    sconn: psycopg.Connection, lconn: psycopg.Connection, table: TableRef, fk: ForeignKey, scope: str, index: int
+) -> _Nulled:
+    """The rows of ``scope`` that the backup links through ``fk`` and the live database has with NULL there."""
+    live_nulled, nulled = f"drlib_live_null_{index}", f"drlib_nulled_{index}"
+    all_null = sql.SQL(" AND ").join(sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in fk.columns)
+    _copy_live_keys(lconn, sconn, table, live_nulled, where=all_null)
+    linked = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("s", c)) for c in fk.columns)
+    sconn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} AS SELECT {} FROM {} s WHERE {} AND EXISTS (SELECT 1 FROM {} c WHERE {}) "
+            "AND EXISTS (SELECT 1 FROM {} l WHERE {})"
+        ).format(
+            sql.Identifier(nulled),
+            sql.SQL(", ").join(sql.Identifier("s", c) for c in table.key),
+            table.ident,
+            linked,
+            sql.Identifier(scope),
+            _key_match("c", "s", table.key),
+            sql.Identifier(live_nulled),
+            _key_match("l", "s", table.key),
+        )
+    )
+    return _Nulled(table=table, fk=fk, count=_rows_in(sconn, nulled), keys=nulled)
+
+
 def _discover(
     sconn: psycopg.Connection,
     lconn: psycopg.Connection,
@@ -221,7 +280,7 @@ def _discover(
     table: str,
     keys: Sequence[str],
     dependants: bool,
-) -> tuple[list[_Found], dict[str, str]]:
+) -> tuple[list[_Found], dict[str, str], list[_Nulled]]:
     """The deleted rows, parents first, their keys left in temporary tables of ``sconn``'s session.
 
     Each table has a scope in the backup: for the chosen table the rows of ``keys`` (whether the live
@@ -232,6 +291,8 @@ def _discover(
     # the live database has it too (else a dropped table, not deleted rows)
     _table(lconn, root.qualified, where="the live database")
     fks = discover_foreign_keys(sconn, scratch.settings) if dependants else []
+    set_null = _set_null_keys(sconn) if dependants else set()
+    nulled: list[_Nulled] = []
     found: list[_Found] = []
     not_missing: dict[str, str] = {}
     #: (table, the key followed to it, its parent and the parent's scope table)
@@ -257,6 +318,8 @@ def _discover(
             )
         )
         _add_descendants(sconn, current, scope, [fk for fk in fks if fk.child == fk.parent == current.qualified])
+        if via is not None and (via.child, via.name) in set_null:
+            nulled.append(_find_nulled(sconn, lconn, current, via, scope, index))
         sconn.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} AS SELECT {} FROM {} s WHERE EXISTS (SELECT 1 FROM {} c WHERE {}) AND {}"
@@ -290,7 +353,7 @@ def _discover(
             if fk.child not in seen:
                 seen.add(fk.child)
                 queue.append((_table(sconn, fk.child), fk, current, scope))
-    return _parents_first(found, fks), not_missing
+    return _parents_first(found, fks), not_missing, [n for n in nulled if n.count]
 
 
 def _links(fk: ForeignKey, parent: str, child: str) -> sql.Composed:
@@ -379,7 +442,7 @@ def find_deleted(
     a two-column key) that ``scratch`` has and ``live`` lost, then, with ``dependants``, the lost rows of
     every table that references them through a foreign key, recursively. Reads only."""
     with sql_errors(live, doing="finding the deleted rows"), scratch.connect() as sconn, live.connect() as lconn:
-        found, not_missing = _discover(sconn, lconn, scratch, table, keys, dependants)
+        found, not_missing, nulled = _discover(sconn, lconn, scratch, table, keys, dependants)
         root = found[0]
         root_keys = _keys_in(sconn, root.rows.table, root.missing)
     return DeletionPlan(
@@ -387,6 +450,7 @@ def find_deleted(
         tables=tuple(f.rows for f in found if f.rows.count),
         not_missing=not_missing,
         root_keys=root_keys,
+        relinks={n.fk.label: n.count for n in nulled},
     )
 
 
@@ -410,12 +474,13 @@ def reinsert(
         scratch.connect() as sconn,
         live.connect() as lconn,
     ):
-        found, _ = _discover(sconn, lconn, scratch, table, keys, dependants)
+        found, _, nulled = _discover(sconn, lconn, scratch, table, keys, dependants)
         found = [f for f in found if f.rows.count]
         now = tuple((f.rows.table.qualified, f.rows.count) for f in found)
         same_rows = [(f.rows.table.qualified, f.rows.digest) for f in found] == [
             (t.table.qualified, t.digest) for t in plan.tables
         ]
+        same_rows = same_rows and {n.fk.label: n.count for n in nulled} == plan.relinks
         if now != tuple((t.table.qualified, t.count) for t in plan.tables) or not same_rows:
             raise UndeleteFailed(
                 f"the live database changed since the plan ({plan.describe()}; now "
@@ -432,9 +497,45 @@ def reinsert(
                 ref = f.rows.table
                 before[ref.qualified] = _count(lconn, ref)
                 inserted[ref.qualified] = _copy_rows(sconn, lconn, ref, f.missing)
+            relinked = {n.fk.label: _relink(sconn, lconn, n) for n in nulled}
             # counted after every insert: a trigger or rule that removed rows of another table shows too
             after = {f.rows.table.qualified: _count(lconn, f.rows.table) for f in found}
-    return ReinsertResult(inserted=inserted, live_rows_before=before, live_rows_after=after)
+    return ReinsertResult(inserted=inserted, relinked=relinked, live_rows_before=before, live_rows_after=after)
+
+
+def _relink(sconn: psycopg.Connection, lconn: psycopg.Connection, nulled: _Nulled) -> int:
+    """Set the emptied ``ON DELETE SET NULL`` key of ``nulled``'s rows back to the backup's values (only
+    where it is still NULL); how many rows."""
+    table, columns = nulled.table, (*nulled.table.key, *nulled.fk.columns)
+    temp = f"drlib_relink_{nulled.keys}"
+    lconn.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            sql.Identifier(temp), _key_list(columns), table.ident
+        )
+    )
+    source = sql.SQL("COPY (SELECT {} FROM {} s WHERE EXISTS (SELECT 1 FROM {} m WHERE {})) TO STDOUT").format(
+        sql.SQL(", ").join(sql.Identifier("s", c) for c in columns),
+        table.ident,
+        sql.Identifier(nulled.keys),
+        _key_match("m", "s", table.key),
+    )
+    with (
+        sconn.cursor().copy(source) as out,
+        lconn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(temp))) as into,
+    ):
+        for data in out:
+            into.write(data)
+    return lconn.execute(
+        sql.SQL("UPDATE {} t SET {} FROM {} r WHERE {} AND {}").format(
+            table.ident,
+            sql.SQL(", ").join(
+                sql.SQL("{} = r.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in nulled.fk.columns
+            ),
+            sql.Identifier(temp),
+            _key_match("r", "t", table.key),
+            sql.SQL(" AND ").join(sql.SQL("t.{} IS NULL").format(sql.Identifier(c)) for c in nulled.fk.columns),
+        )
+    ).rowcount
 
 
 def _count(conn: psycopg.Connection, table: TableRef) -> int:

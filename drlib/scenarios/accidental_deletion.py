@@ -268,7 +268,7 @@ class AccidentalDeletion(Runbook):
         results = [
             check(
                 "deleted_rows_found",
-                plan.total > 0,
+                plan.total > 0 or bool(plan.relinks),
                 expected="rows the backup has and the live database lost",
                 observed=plan.describe(),
                 detail="; ".join(f"{k}: {why}" for k, why in plan.not_missing.items()),
@@ -342,7 +342,7 @@ class AccidentalDeletion(Runbook):
     )
     def reinsert_rows(self) -> Outcome | RestorePlan:
         plan = self.plan
-        if plan is None or not plan.tables or plan.total == 0:
+        if plan is None or (plan.total == 0 and not plan.relinks):
             return Outcome("Put rows back", facts={"inserted": "nothing to put back"})
         if not self.confirm:
             return RestorePlan(action=f"re-insert {plan.describe()}", steps=tuple(_plan_lines(plan)))
@@ -359,16 +359,27 @@ class AccidentalDeletion(Runbook):
         self.set_state("database", f"{self.target.name}: {plan.describe()} put back")
         return Outcome(
             "Put rows back",
-            facts={"inserted": done.inserted},
+            facts={"inserted": done.inserted, **({"links set again": done.relinked} if done.relinked else {})},
             checks=Checks(
                 [
-                    check(
-                        f"reinserted:{t.table.qualified}",
-                        done.inserted.get(t.table.qualified) == t.count,
-                        expected=t.count,
-                        observed=done.inserted.get(t.table.qualified),
-                    )
-                    for t in plan.tables
+                    *(
+                        check(
+                            f"reinserted:{t.table.qualified}",
+                            done.inserted.get(t.table.qualified) == t.count,
+                            expected=t.count,
+                            observed=done.inserted.get(t.table.qualified),
+                        )
+                        for t in plan.tables
+                    ),
+                    *(
+                        check(
+                            f"relinked:{label}",
+                            done.relinked.get(label) == n,
+                            expected=n,
+                            observed=done.relinked.get(label),
+                        )
+                        for label, n in plan.relinks.items()
+                    ),
                 ]
             ),
         )
@@ -427,7 +438,7 @@ class AccidentalDeletion(Runbook):
             results.append(
                 check(
                     "deleted_rows_back",
-                    still.total == 0,
+                    still.total == 0 and not still.relinks,
                     expected="no row of the backup missing (the table and every dependant)",
                     observed=still.describe(),
                 )
@@ -540,6 +551,10 @@ def _plan_lines(plan: DeletionPlan) -> list[str]:
         more = f" (first {len(t.keys)})" if t.count > len(t.keys) else ""
         lines.append(f"COPY {t.count} row(s) into {t.table.qualified}, key {', '.join(t.keys)}{more}")
         lines += [f"   {json.dumps(row, default=str, ensure_ascii=False)}" for row in t.sample[:SHOWN_ROWS]]
+    lines += [
+        f"SET {n} link(s) of {label} back to the backup's values (ON DELETE SET NULL)"
+        for label, n in plan.relinks.items()
+    ]
     return lines
 
 
