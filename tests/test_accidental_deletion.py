@@ -196,6 +196,8 @@ TREE = (
     "CREATE TABLE a_badge (id int PRIMARY KEY, team int REFERENCES teams ON DELETE CASCADE, "
     "emp int REFERENCES emp ON DELETE CASCADE)",
     "CREATE TABLE sessions (token text PRIMARY KEY, emp int REFERENCES emp ON DELETE CASCADE)",
+    # a cycle: emp -> sessions -> emp (a deferrable key: put back in either order, checked at commit)
+    "ALTER TABLE emp ADD last_session text REFERENCES sessions DEFERRABLE",
     "CREATE TABLE shifts (at timestamptz PRIMARY KEY)",
     # not deleted with their author: only unlinked
     "CREATE TABLE docs (id int PRIMARY KEY, author int REFERENCES emp ON DELETE SET NULL)",
@@ -203,6 +205,7 @@ TREE = (
     "INSERT INTO emp VALUES (1, 1, 'k1', NULL), (2, 2, 'k2', 1), (3, 2, 'k3', 2), (4, 2, 'k4', NULL)",
     "INSERT INTO a_badge VALUES (10, 1, 1)",
     "INSERT INTO sessions VALUES ('s3cr3t-session-token', 1)",
+    "UPDATE emp SET last_session = 's3cr3t-session-token' WHERE id = 1",
     "INSERT INTO docs VALUES (1, 1), (2, 3), (3, NULL), (4, 4)",
     "INSERT INTO shifts VALUES ('2024-01-02 03:04:05+00'), ('2024-01-03 03:04:05+00')",
 )

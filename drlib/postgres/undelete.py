@@ -181,10 +181,24 @@ def _copy_live_keys(
             into.write(data)
 
 
+def _secret_columns(table: TableRef, fks: list[ForeignKey]) -> set[str]:
+    """The columns of ``table`` to mask: those named like a secret, and those holding a secret-named
+    column of another table through a foreign key (``last_session`` -> ``sessions.token``)."""
+    named = {c for c in table.columns if looks_like_secret_name(c)}
+    return named | {
+        column
+        for fk in fks
+        if fk.child == table.qualified
+        for column, parent_column in zip(fk.columns, fk.parent_columns, strict=True)
+        if looks_like_secret_name(parent_column)
+    }
+
+
 def _sample(
-    scratch: psycopg.Connection, table: TableRef, missing: str
+    scratch: psycopg.Connection, table: TableRef, missing: str, secret: set[str]
 ) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
-    """The first rows and their keys as :func:`_key_text` writes them (what ``keys`` takes back)."""
+    """The first rows and their keys as :func:`_key_text` writes them (what ``keys`` takes back), the
+    ``secret`` columns masked."""
     rows = scratch.execute(
         sql.SQL(
             "SELECT {}, pg_catalog.row_to_json(s)::text FROM {} s WHERE EXISTS (SELECT 1 FROM {} m WHERE {}) "
@@ -197,11 +211,10 @@ def _sample(
             sql.Literal(SAMPLE_ROWS),
         )
     ).fetchall()
-    secret_key = any(looks_like_secret_name(c) for c in table.key)
+    secret_key = bool(secret & set(table.key))
     keys = tuple(MASK if secret_key else str(key) for key, _ in rows)
     sample = tuple(
-        {c: MASK if looks_like_secret_name(c) and v is not None else v for c, v in json.loads(text).items()}
-        for _, text in rows
+        {c: MASK if c in secret and v is not None else v for c, v in json.loads(text).items()} for _, text in rows
     )
     return keys, sample
 
@@ -237,12 +250,12 @@ class _Nulled:
     keys: str
 
 
-def _set_null_keys(conn: psycopg.Connection) -> set[tuple[str, str]]:
-    """(child table, constraint name) of every ``ON DELETE SET NULL`` foreign key."""
+def _keys_where(conn: psycopg.Connection, condition: str) -> set[tuple[str, str]]:
+    """(child table, constraint name) of every foreign key whose ``pg_constraint`` row meets ``condition``."""
     rows = conn.execute(
         "SELECT format('%I.%I', n.nspname, c.relname), con.conname FROM pg_catalog.pg_constraint con "
         "JOIN pg_catalog.pg_class c ON c.oid = con.conrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE con.contype = 'f' AND con.confdeltype = 'n'"
+        f"WHERE con.contype = 'f' AND {condition}"
     ).fetchall()
     return {(child, name) for child, name in rows}
 
@@ -290,8 +303,9 @@ def _discover(
     root = _table(sconn, table)
     # the live database has it too (else a dropped table, not deleted rows)
     _table(lconn, root.qualified, where="the live database")
-    fks = discover_foreign_keys(sconn, scratch.settings) if dependants else []
-    set_null = _set_null_keys(sconn) if dependants else set()
+    every_fk = discover_foreign_keys(sconn, scratch.settings)
+    fks = every_fk if dependants else []
+    set_null = _keys_where(sconn, "con.confdeltype = 'n'") if dependants else set()
     nulled: list[_Nulled] = []
     found: list[_Found] = []
     not_missing: dict[str, str] = {}
@@ -336,7 +350,7 @@ def _discover(
         if parent is None and keys:
             not_missing = _not_missing(sconn, current, keys, missing)
         if count or parent is None:
-            sample_keys, sample = _sample(sconn, current, missing)
+            sample_keys, sample = _sample(sconn, current, missing, _secret_columns(current, every_fk))
             rows = DeletedRows(
                 table=current,
                 count=count,
@@ -353,7 +367,9 @@ def _discover(
             if fk.child not in seen:
                 seen.add(fk.child)
                 queue.append((_table(sconn, fk.child), fk, current, scope))
-    return _parents_first(found, fks), not_missing, [n for n in nulled if n.count]
+    deferrable = _keys_where(sconn, "con.condeferrable") if dependants else set()
+    ordering = [fk for fk in fks if (fk.child, fk.name) not in deferrable]  # those are checked at commit
+    return _parents_first(found, ordering), not_missing, [n for n in nulled if n.count]
 
 
 def _links(fk: ForeignKey, parent: str, child: str) -> sql.Composed:
