@@ -5,11 +5,13 @@ them back. Exit status as ``drlib restore`` (:mod:`drlib.cli_restore`)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 
 from drlib.cli_restore import _confirm_option, _run, _shared_options
+from drlib.exceptions import ParameterError
 from drlib.terminal import handles_errors
 
 
@@ -34,9 +36,11 @@ def undo() -> None:
 def undo_deletion(table: str, keys: tuple[str, ...], no_dependants: bool, keep_scratch: bool, **shared: Any) -> None:
     """Deleted rows of TABLE (and, by foreign key, of every table that depended on them) back from the
     backup taken before the deletion (-p failure_time …), with the files their storage_key names."""
+    if any(not key.strip() for key in keys):  # `--key "$ID"` with ID unset would bring back every deleted row
+        raise ParameterError("--key '' is empty: give the deleted row's key, or leave --key out for every deleted row")
     flags = {
         "table": table,
-        "keys": ";".join(keys) + (";" if any("," in k for k in keys) else "") if keys else None,
+        "keys": json.dumps(list(keys)) if keys else None,  # a key may hold "," or ";"
         "dependants": False if no_dependants else None,
         "keep_scratch": True if keep_scratch else None,
     }
@@ -51,4 +55,4 @@ def undo_deletion(table: str, keys: tuple[str, ...], no_dependants: bool, keep_s
 def undo_files(paths: tuple[str, ...], **shared: Any) -> None:
     """Deleted files or folders (PATHS, relative to the storage root) back from the storage backup taken
     before the deletion; files that exist are never overwritten."""
-    _run("undo", "files", flags={"paths": ",".join(paths), "rows": False}, **shared)
+    _run("undo", "files", flags={"paths": json.dumps(list(paths)), "rows": False}, **shared)  # names with "," too

@@ -24,7 +24,7 @@ _KEY_VALUE = re.compile(
     r"(?P<sep>\s*=\s*|['\"]\s*:\s*)(?P<q>['\"]?)(?P<value>[^\s'\",;&]+)"
 )
 
-SECRET_NAME_HINTS = ("password", "passwd", "secret", "token", "api_key", "access_key", "credential")
+SECRET_NAME_HINTS = ("password", "passwd", "secret", "token", "api_key", "access_key", "private_key", "credential")
 
 
 def register_secret(value: str | None) -> None:
@@ -85,9 +85,11 @@ class SecretValues(Mapping[str, str]):
 
 
 def looks_like_secret_name(name: str) -> bool:
-    """True when a parameter name suggests it carries a secret."""
+    """True when a parameter (or column) name suggests it carries a secret: ``api_key``, ``apiKey`` and
+    ``API-KEY`` alike."""
     lowered = name.lower()
-    return any(hint in lowered for hint in SECRET_NAME_HINTS)
+    squashed = "".join(ch for ch in lowered if ch.isalnum())
+    return any(hint in lowered or hint.replace("_", "") in squashed for hint in SECRET_NAME_HINTS)
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from drlib.cli import main
-from drlib.exceptions import ConfirmationRequired, ParameterError
+from drlib.exceptions import BackupCorrupt, ConfirmationRequired, ParameterError
 from drlib.lock import acquire, stack_key
 from drlib.postgres.backup import backup_database
 from drlib.postgres.connection import PgTarget
@@ -26,10 +26,11 @@ from drlib.postgres.restore import restore_to_new_database
 from drlib.postgres.undelete import MASK, UndeleteFailed, find_deleted, reinsert, survey_deleted
 from drlib.processes import RUN_MARKER
 from drlib.results import DrillResults
-from drlib.scenarios.accidental_deletion import rows_kept_check
+from drlib.scenarios.accidental_deletion import _plan_lines, rows_kept_check, split_list
 from drlib.storage.backends import LocalStorage
 from drlib.storage.backup import archive_local
 from drlib.storage.catalogue import list_storage_backups, select_storage_backup
+from drlib.storage.manifest import manifest_path_for
 from drlib.storage.restore import verify_storage_backup
 from drlib.storage.undelete import files_back_check, find_missing_files, normalise_paths, restore_missing_files
 from tests import test_cli_restore
@@ -187,6 +188,59 @@ def test_a_two_column_key_is_given_as_pairs(shop: tuple[PgTarget, PgTarget]) -> 
         find_deleted(live=live, scratch=scratch, table="lines", keys=["7"])
 
 
+TREE = (
+    "CREATE TABLE teams (id int PRIMARY KEY)",
+    # a tree of rows (boss), and a table the discovery reaches before emp that references emp
+    'CREATE TABLE emp (id int PRIMARY KEY, team int REFERENCES teams ON DELETE CASCADE, "apiKey" text, '
+    "boss int REFERENCES emp ON DELETE CASCADE)",
+    "CREATE TABLE a_badge (id int PRIMARY KEY, team int REFERENCES teams ON DELETE CASCADE, "
+    "emp int REFERENCES emp ON DELETE CASCADE)",
+    "CREATE TABLE sessions (token text PRIMARY KEY, emp int REFERENCES emp ON DELETE CASCADE)",
+    # a cycle: emp -> sessions -> emp (a deferrable key: put back in either order, checked at commit)
+    "ALTER TABLE emp ADD last_session text REFERENCES sessions DEFERRABLE",
+    "CREATE TABLE shifts (at timestamptz PRIMARY KEY)",
+    # not deleted with their author: only unlinked
+    "CREATE TABLE docs (id int PRIMARY KEY, author int REFERENCES emp ON DELETE SET NULL)",
+    "INSERT INTO teams VALUES (1), (2)",
+    "INSERT INTO emp VALUES (1, 1, 'k1', NULL), (2, 2, 'k2', 1), (3, 2, 'k3', 2), (4, 2, 'k4', NULL)",
+    "INSERT INTO a_badge VALUES (10, 1, 1)",
+    "INSERT INTO sessions VALUES ('s3cr3t-session-token', 1)",
+    "UPDATE emp SET last_session = 's3cr3t-session-token' WHERE id = 1",
+    "INSERT INTO docs VALUES (1, 1), (2, 3), (3, NULL), (4, 4)",
+    "INSERT INTO shifts VALUES ('2024-01-02 03:04:05+00'), ('2024-01-03 03:04:05+00')",
+)
+
+
+def test_a_tree_of_rows_comes_back_whole_parents_first_with_secret_keys_masked(make_db: Made, tmp_path: Path) -> None:
+    live = make_db(*TREE)
+    verified = verify_backup(backup_database(target=live, backup_dir=tmp_path))
+    run(live, "DELETE FROM teams WHERE id = 1", "DELETE FROM shifts WHERE at < '2024-01-03'")
+    restore_to_new_database(verified, target=live, jobs=1, confirm=True, new_name=f"{live.name}_scratch")
+    scratch = live.with_database(f"{live.name}_scratch")
+    plan = find_deleted(live=live, scratch=scratch, table="teams", keys=["1"])
+    found = {t.table.qualified: t for t in plan.tables}
+    assert found["public.emp"].keys == ("1", "2", "3")  # 2 and 3 went with their boss, in another team
+    assert [t.table.qualified for t in plan.tables].index("public.a_badge") > 1  # after emp, which it references
+    assert found["public.sessions"].keys == (MASK,) and found["public.emp"].sample[0]["apiKey"] == MASK
+    assert "s3cr3t" not in "\n".join(_plan_lines(plan))
+    assert plan.relinks == {"public.docs.docs_author_fkey": 2}  # docs 1 and 2 lost their author
+    run(live, "UPDATE docs SET author = 4 WHERE id = 2")  # linked again by hand since: left as it is
+    with pytest.raises(UndeleteFailed, match="changed since the plan"):
+        reinsert(plan, live=live, scratch=scratch, table="teams", keys=["1"], confirm=True)
+    plan = find_deleted(live=live, scratch=scratch, table="teams", keys=["1"])
+    done = reinsert(plan, live=live, scratch=scratch, table="teams", keys=["1"], confirm=True)
+    assert done.inserted == {"public.teams": 1, "public.emp": 3, "public.a_badge": 1, "public.sessions": 1}
+    assert done.relinked == {"public.docs.docs_author_fkey": 1}
+    assert count(live, "SELECT count(*) FROM docs WHERE (id, author) IN ((1, 1), (2, 4)) AND author IS NOT NULL") == 2
+    assert find_deleted(live=live, scratch=scratch, table="teams", keys=["1"]).describe() == "no deleted rows"
+    shifts = find_deleted(live=live, scratch=scratch, table="shifts")
+    assert find_deleted(live=live, scratch=scratch, table="shifts", keys=shifts.tables[0].keys).total == 1  # as shown
+    # the same number of rows missing, but not the rows shown: refused
+    run(live, "INSERT INTO shifts VALUES ('2024-01-02 03:04:05+00')", "DELETE FROM shifts WHERE at > '2024-01-02'")
+    with pytest.raises(UndeleteFailed, match="not the same rows"):
+        reinsert(shifts, live=live, scratch=scratch, table="shifts", confirm=True)
+
+
 # -- files -----------------------------------------------------------------------------------------
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[LocalStorage, Path]:
@@ -231,6 +285,34 @@ def test_deleted_files_come_back_and_existing_ones_are_left_alone(tree: tuple[Lo
 def test_paths_outside_the_storage_root_are_refused(path: str) -> None:
     with pytest.raises(ParameterError, match="relative to the storage root"):
         normalise_paths([path])
+
+
+def test_a_manifest_that_lists_a_file_outside_the_root_or_one_the_backup_lacks_is_refused(
+    tree: tuple[LocalStorage, Path],
+) -> None:
+    live, backups = tree
+    backup = select_storage_backup(list_storage_backups(backup_dir=backups))
+    manifest = manifest_path_for(backup.path)
+    data = json.loads(manifest.read_text())
+    record = data["files"]["videos/0.bin"]
+    data["files"]["videos/ghost.bin"] = record  # not in the archive
+    manifest.write_text(json.dumps(data))
+    verified = verify_storage_backup(select_storage_backup(list_storage_backups(backup_dir=backups)))
+    missing = find_missing_files(verified, live=live, paths=["videos"])
+    with pytest.raises(BackupCorrupt, match=r"ghost\.bin .* missing or fails its checksum"):
+        restore_missing_files(verified, missing, live=live, confirm=True)
+    data["files"]["videos/../../escaped.bin"] = record
+    manifest.write_text(json.dumps(data))
+    verified = verify_storage_backup(select_storage_backup(list_storage_backups(backup_dir=backups)))
+    with pytest.raises(BackupCorrupt, match="outside the storage root"):
+        find_missing_files(verified, live=live, paths=["videos"])
+    assert not (live.root.parent / "escaped.bin").exists()
+
+
+def test_keys_and_paths_holding_commas_or_semicolons_reach_the_runbook_whole() -> None:
+    assert split_list(json.dumps(["x;y", "a,b.wav"])) == ("x;y", "a,b.wav")  # what drlib undo passes
+    assert split_list("1,2;3,4") == ("1,2", "3,4") and split_list("[old].wav") == ("[old].wav",)
+    assert normalise_paths(["./voiceovers/./a.wav"]) == ("voiceovers/a.wav",)
 
 
 # -- the command and the drill ----------------------------------------------------------------------
@@ -296,6 +378,8 @@ def test_undo_deletion_shows_then_brings_back_a_user_with_their_jobs_artifacts_a
 
 
 def test_undo_files_refuses_paths_outside_the_storage_root_in_one_line(sandbox: object) -> None:
+    named = drlib("undo", "files", "voiceovers,old.wav")  # one file, not the folder voiceovers and old.wav
+    assert "observed ['voiceovers,old.wav']" in named.output, named.output
     result = drlib("undo", "files", "../../etc/passwd")
     assert result.exit_code == 3
     errors = [line for line in result.output.splitlines() if line.startswith("error [")]
@@ -359,3 +443,30 @@ def test_a_signal_mid_undo_drops_the_scratch_copy_and_leaves_the_live_database_a
     assert test_cli_restore.counts(target) == before and test_cli_restore.databases(target) == dbs
     results = test_cli_restore.results_of(test_cli_restore.new_report(folders))
     assert results.status == "error" and results.error is not None and results.error.step == "restore_scratch"
+
+
+def scratch_databases(target: PgTarget) -> list[str]:
+    with target.maintenance.connect() as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE '%scratch%'")]
+
+
+def one_error_line(result: Result) -> str:
+    errors = [line for line in result.output.splitlines() if line.startswith("error [")]
+    assert result.exit_code == 3 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def test_a_misspelt_table_or_empty_key_is_refused_before_the_scratch_copy_and_a_later_failure_drops_it(
+    healthy_sandbox: object, target: PgTarget
+) -> None:
+    typo = drlib("undo", "deletion", "--table", "userz", "--confirm")
+    assert "not in the live database" in one_error_line(typo) and "restore_scratch" not in typo.output
+    empty = drlib("undo", "deletion", "--table", "users", "--key", "", "--confirm")  # `--key "$ID"`, ID unset
+    assert one_error_line(empty).startswith("error [parameter]")
+    run(target, "CREATE TABLE hostile_new (id int PRIMARY KEY)")  # made after every backup
+    try:
+        late = drlib("undo", "deletion", "--table", "hostile_new")  # refused in Step 3, after the scratch copy
+    finally:
+        run(target, "DROP TABLE hostile_new")
+    assert "not in the backup" in one_error_line(late) and "dropped after the failure" in late.output, late.output
+    assert scratch_databases(target) == []

@@ -24,6 +24,7 @@ from drlib.postgres.catalog import ForeignKey, discover_foreign_keys, discover_t
 from drlib.postgres.connection import PgTarget, sql_errors
 from drlib.secrets import looks_like_secret_name
 
+EVERY_ROW = sql.SQL("true")
 #: rows shown per table in a plan (the count is always exact)
 SAMPLE_ROWS = 20
 MASK = "•••"
@@ -57,7 +58,7 @@ class DeletedRows:
 
     table: TableRef
     count: int
-    #: their primary keys (as text), at most SAMPLE_ROWS of them
+    #: their primary keys (as text; masked when a key column looks secret), at most SAMPLE_ROWS of them
     keys: tuple[str, ...]
     #: up to SAMPLE_ROWS rows as column -> value (columns that look secret masked)
     sample: tuple[dict[str, object], ...]
@@ -65,6 +66,8 @@ class DeletedRows:
     via: str = ""
     #: the files these rows point at (their ``storage_key`` column, when the table has one)
     storage_keys: tuple[str, ...] = ()
+    #: md5 of every key, sorted: the rows found again before inserting must be these very rows
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class DeletionPlan:
     #: every missing key of the chosen table (as text, ``a,b`` for two columns): what a verification
     #: looks for again, with every row below it
     root_keys: tuple[str, ...] = ()
+    #: per ``ON DELETE SET NULL`` foreign key: rows still there whose link the deletion set to NULL
+    relinks: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -85,17 +90,20 @@ class DeletionPlan:
 
     def describe(self) -> str:
         parts = [f"{t.count} row(s) of {t.table.qualified}" + (f" (via {t.via})" if t.via else "") for t in self.tables]
+        parts += [f"{n} link(s) of {label} set to NULL by the deletion" for label, n in self.relinks.items()]
         return "; ".join(parts) if parts else "no deleted rows"
 
 
 @dataclass(frozen=True)
 class ReinsertResult:
     inserted: dict[str, int]
+    #: per ``ON DELETE SET NULL`` foreign key: links set back
+    relinked: dict[str, int]
     live_rows_before: dict[str, int]
     live_rows_after: dict[str, int]
 
 
-def _table(conn: psycopg.Connection, name: str) -> TableRef:
+def _table(conn: psycopg.Connection, name: str, *, where: str = "the backup") -> TableRef:
     """Resolve ``name`` (``users``, ``public.users``, ``sales."Invoice"``) in ``conn``'s database."""
     try:
         row = conn.execute(
@@ -108,7 +116,9 @@ def _table(conn: psycopg.Connection, name: str) -> TableRef:
     except psycopg.errors.InvalidName:
         row = None
     if row is None:
-        raise ParameterError(f"table {name!r} is not in the backup: give a table as schema.name (e.g. public.users)")
+        raise ParameterError(
+            f"table {name!r} is not in {where} (or is not a table): give a table as schema.name (e.g. public.users)"
+        )
     schema, relname, oid, qualified = row
     key = [
         r[0]
@@ -148,15 +158,21 @@ def _key_match(left: str, right: str, columns: Sequence[str]) -> sql.Composed:
     )
 
 
-def _copy_live_keys(live: psycopg.Connection, scratch: psycopg.Connection, table: TableRef, temp: str) -> None:
-    """The live table's primary keys into the scratch session's temporary table ``temp``."""
+def _copy_live_keys(
+    live: psycopg.Connection,
+    scratch: psycopg.Connection,
+    table: TableRef,
+    temp: str,
+    where: sql.Composable = EVERY_ROW,
+) -> None:
+    """The live table's primary keys (of the rows ``where`` keeps) into the scratch session's temporary table."""
     keys = _key_list(table.key)
     scratch.execute(
         sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
             sql.Identifier(temp), keys, table.ident
         )
     )
-    source = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(keys, table.ident)
+    source = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(keys, table.ident, where)
     with (
         live.cursor().copy(source) as out,
         scratch.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(temp))) as into,
@@ -165,21 +181,51 @@ def _copy_live_keys(live: psycopg.Connection, scratch: psycopg.Connection, table
             into.write(data)
 
 
+def _secret_columns(table: TableRef, fks: list[ForeignKey]) -> set[str]:
+    """The columns of ``table`` to mask: those named like a secret, and those holding a secret-named
+    column of another table through a foreign key (``last_session`` -> ``sessions.token``)."""
+    named = {c for c in table.columns if looks_like_secret_name(c)}
+    return named | {
+        column
+        for fk in fks
+        if fk.child == table.qualified
+        for column, parent_column in zip(fk.columns, fk.parent_columns, strict=True)
+        if looks_like_secret_name(parent_column)
+    }
+
+
 def _sample(
-    scratch: psycopg.Connection, table: TableRef, missing: str
+    scratch: psycopg.Connection, table: TableRef, missing: str, secret: set[str]
 ) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
+    """The first rows and their keys as :func:`_key_text` writes them (what ``keys`` takes back), the
+    ``secret`` columns masked."""
     rows = scratch.execute(
         sql.SQL(
-            "SELECT pg_catalog.row_to_json(s)::text FROM {} s WHERE EXISTS (SELECT 1 FROM {} m WHERE {}) LIMIT {}"
-        ).format(table.ident, sql.Identifier(missing), _key_match("m", "s", table.key), sql.Literal(SAMPLE_ROWS))
+            "SELECT {}, pg_catalog.row_to_json(s)::text FROM {} s WHERE EXISTS (SELECT 1 FROM {} m WHERE {}) "
+            "ORDER BY 1 LIMIT {}"
+        ).format(
+            _key_text(table, "s"),
+            table.ident,
+            sql.Identifier(missing),
+            _key_match("m", "s", table.key),
+            sql.Literal(SAMPLE_ROWS),
+        )
     ).fetchall()
-    sample = []
-    keys = []
-    for (text,) in rows:
-        values = json.loads(text)
-        keys.append(",".join(str(values.get(c)) for c in table.key))
-        sample.append({c: MASK if looks_like_secret_name(c) and v is not None else v for c, v in values.items()})
-    return tuple(keys), tuple(sample)
+    secret_key = bool(secret & set(table.key))
+    keys = tuple(MASK if secret_key else str(key) for key, _ in rows)
+    sample = tuple(
+        {c: MASK if c in secret and v is not None else v for c, v in json.loads(text).items()} for _, text in rows
+    )
+    return keys, sample
+
+
+def _digest(conn: psycopg.Connection, table: TableRef, temp: str) -> str:
+    row = conn.execute(
+        sql.SQL("SELECT md5(coalesce(string_agg(k, E'\\n' ORDER BY k), '')) FROM (SELECT {} AS k FROM {}) t").format(
+            _key_text(table), sql.Identifier(temp)
+        )
+    ).fetchone()
+    return str(row[0]) if row else ""
 
 
 def _children(fks: list[ForeignKey], parent: TableRef) -> list[ForeignKey]:
@@ -193,6 +239,53 @@ class _Found:
     missing: str
 
 
+@dataclass(frozen=True)
+class _Nulled:
+    """Rows still in the live database whose ``ON DELETE SET NULL`` key the deletion emptied."""
+
+    table: TableRef
+    fk: ForeignKey
+    count: int
+    #: the scratch session's temporary table holding their keys
+    keys: str
+
+
+def _keys_where(conn: psycopg.Connection, condition: str) -> set[tuple[str, str]]:
+    """(child table, constraint name) of every foreign key whose ``pg_constraint`` row meets ``condition``."""
+    rows = conn.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname), con.conname FROM pg_catalog.pg_constraint con "
+        "JOIN pg_catalog.pg_class c ON c.oid = con.conrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        f"WHERE con.contype = 'f' AND {condition}"
+    ).fetchall()
+    return {(child, name) for child, name in rows}
+
+
+def _find_nulled(
+    sconn: psycopg.Connection, lconn: psycopg.Connection, table: TableRef, fk: ForeignKey, scope: str, index: int
+) -> _Nulled:
+    """The rows of ``scope`` that the backup links through ``fk`` and the live database has with NULL there."""
+    live_nulled, nulled = f"drlib_live_null_{index}", f"drlib_nulled_{index}"
+    all_null = sql.SQL(" AND ").join(sql.SQL("{} IS NULL").format(sql.Identifier(c)) for c in fk.columns)
+    _copy_live_keys(lconn, sconn, table, live_nulled, where=all_null)
+    linked = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("s", c)) for c in fk.columns)
+    sconn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} AS SELECT {} FROM {} s WHERE {} AND EXISTS (SELECT 1 FROM {} c WHERE {}) "
+            "AND EXISTS (SELECT 1 FROM {} l WHERE {})"
+        ).format(
+            sql.Identifier(nulled),
+            sql.SQL(", ").join(sql.Identifier("s", c) for c in table.key),
+            table.ident,
+            linked,
+            sql.Identifier(scope),
+            _key_match("c", "s", table.key),
+            sql.Identifier(live_nulled),
+            _key_match("l", "s", table.key),
+        )
+    )
+    return _Nulled(table=table, fk=fk, count=_rows_in(sconn, nulled), keys=nulled)
+
+
 def _discover(
     sconn: psycopg.Connection,
     lconn: psycopg.Connection,
@@ -200,7 +293,7 @@ def _discover(
     table: str,
     keys: Sequence[str],
     dependants: bool,
-) -> tuple[list[_Found], dict[str, str]]:
+) -> tuple[list[_Found], dict[str, str], list[_Nulled]]:
     """The deleted rows, parents first, their keys left in temporary tables of ``sconn``'s session.
 
     Each table has a scope in the backup: for the chosen table the rows of ``keys`` (whether the live
@@ -208,8 +301,12 @@ def _discover(
     that reference its parent's scope. What the live database lacks of each scope is what was deleted,
     so a job deleted under a user who is still there is found too."""
     root = _table(sconn, table)
-    _table(lconn, root.qualified)  # the live database has it too (else a dropped table, not deleted rows)
-    fks = discover_foreign_keys(sconn, scratch.settings) if dependants else []
+    # the live database has it too (else a dropped table, not deleted rows)
+    _table(lconn, root.qualified, where="the live database")
+    every_fk = discover_foreign_keys(sconn, scratch.settings)
+    fks = every_fk if dependants else []
+    set_null = _keys_where(sconn, "con.confdeltype = 'n'") if dependants else set()
+    nulled: list[_Nulled] = []
     found: list[_Found] = []
     not_missing: dict[str, str] = {}
     #: (table, the key followed to it, its parent and the parent's scope table)
@@ -225,12 +322,8 @@ def _discover(
             in_scope = _chosen_keys(current, keys) or absent
         else:
             assert via is not None
-            links = sql.SQL(" AND ").join(
-                sql.SQL("p.{} = s.{}").format(sql.Identifier(pc), sql.Identifier(cc))
-                for cc, pc in zip(via.columns, via.parent_columns, strict=True)
-            )
             in_scope = sql.SQL("EXISTS (SELECT 1 FROM {} p JOIN {} m ON {} WHERE {})").format(
-                parent.ident, sql.Identifier(parent_scope), _key_match("m", "p", parent.key), links
+                parent.ident, sql.Identifier(parent_scope), _key_match("m", "p", parent.key), _links(via, "p", "s")
             )
         key_columns = sql.SQL(", ").join(sql.Identifier("s", c) for c in current.key)
         sconn.execute(
@@ -238,6 +331,9 @@ def _discover(
                 sql.Identifier(scope), key_columns, current.ident, in_scope
             )
         )
+        _add_descendants(sconn, current, scope, [fk for fk in fks if fk.child == fk.parent == current.qualified])
+        if via is not None and (via.child, via.name) in set_null:
+            nulled.append(_find_nulled(sconn, lconn, current, via, scope, index))
         sconn.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} AS SELECT {} FROM {} s WHERE EXISTS (SELECT 1 FROM {} c WHERE {}) AND {}"
@@ -254,7 +350,7 @@ def _discover(
         if parent is None and keys:
             not_missing = _not_missing(sconn, current, keys, missing)
         if count or parent is None:
-            sample_keys, sample = _sample(sconn, current, missing)
+            sample_keys, sample = _sample(sconn, current, missing, _secret_columns(current, every_fk))
             rows = DeletedRows(
                 table=current,
                 count=count,
@@ -262,6 +358,7 @@ def _discover(
                 sample=sample,
                 via=via.label if via else "",
                 storage_keys=_storage_keys(sconn, current, missing),
+                digest=_digest(sconn, current, missing),
             )
             found.append(_Found(rows=rows, missing=missing))
         if not _rows_in(sconn, scope):
@@ -270,7 +367,59 @@ def _discover(
             if fk.child not in seen:
                 seen.add(fk.child)
                 queue.append((_table(sconn, fk.child), fk, current, scope))
-    return found, not_missing
+    deferrable = _keys_where(sconn, "con.condeferrable") if dependants else set()
+    ordering = [fk for fk in fks if (fk.child, fk.name) not in deferrable]  # those are checked at commit
+    return _parents_first(found, ordering), not_missing, [n for n in nulled if n.count]
+
+
+def _links(fk: ForeignKey, parent: str, child: str) -> sql.Composed:
+    """``parent.<referenced columns> = child.<referencing columns>`` for a foreign key."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(parent, pc), sql.Identifier(child, cc))
+        for cc, pc in zip(fk.columns, fk.parent_columns, strict=True)
+    )
+
+
+def _add_descendants(conn: psycopg.Connection, table: TableRef, scope: str, self_keys: list[ForeignKey]) -> None:
+    """Grow ``scope`` with every row below its rows through the table's self-referencing keys (a tree of
+    rows: a manager's reports, their reports …), until no row is added."""
+    while self_keys:
+        added = 0
+        for key in self_keys:
+            added += conn.execute(
+                sql.SQL(
+                    "INSERT INTO {scope} SELECT {cols} FROM {table} s WHERE EXISTS (SELECT 1 FROM {table} p "
+                    "JOIN {scope} m ON {parent_in_scope} WHERE {links}) "
+                    "AND NOT EXISTS (SELECT 1 FROM {scope} c WHERE {in_scope})"
+                ).format(
+                    scope=sql.Identifier(scope),
+                    cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in table.key),
+                    table=table.ident,
+                    parent_in_scope=_key_match("m", "p", table.key),
+                    links=_links(key, "p", "s"),
+                    in_scope=_key_match("c", "s", table.key),
+                )
+            ).rowcount
+        if not added:
+            return
+
+
+def _parents_first(found: list[_Found], fks: list[ForeignKey]) -> list[_Found]:
+    """``found`` reordered so that every table comes after the tables it references (the order rows can be
+    inserted in); the discovery order otherwise, and as it is where keys form a cycle."""
+    names = {f.rows.table.qualified for f in found}
+    parents = {
+        name: {fk.parent for fk in fks if fk.child == name and fk.parent != name and fk.parent in names}
+        for name in names
+    }
+    ordered: list[_Found] = []
+    left = list(found)
+    while left:
+        placed = {f.rows.table.qualified for f in ordered}
+        ready = next((f for f in left if parents[f.rows.table.qualified] <= placed), left[0])
+        ordered.append(ready)
+        left.remove(ready)
+    return ordered
 
 
 def _rows_in(conn: psycopg.Connection, temp: str) -> int:
@@ -293,6 +442,15 @@ def _storage_keys(conn: psycopg.Connection, table: TableRef, missing: str) -> tu
     return tuple(str(r[0]) for r in rows if r[0])
 
 
+def check_table(live: PgTarget, table: str, keys: Sequence[str] = ()) -> TableRef:
+    """``table`` as the live database has it, with a primary key that ``keys`` fit: what an undo checks
+    before it restores anything (a misspelt table is refused in seconds, not after a whole restore)."""
+    with sql_errors(live, doing="looking up the table"), live.connect() as conn:
+        ref = _table(conn, table, where="the live database")
+    _chosen_keys(ref, keys)
+    return ref
+
+
 def find_deleted(
     *, live: PgTarget, scratch: PgTarget, table: str, keys: Sequence[str] = (), dependants: bool = True
 ) -> DeletionPlan:
@@ -300,7 +458,7 @@ def find_deleted(
     a two-column key) that ``scratch`` has and ``live`` lost, then, with ``dependants``, the lost rows of
     every table that references them through a foreign key, recursively. Reads only."""
     with sql_errors(live, doing="finding the deleted rows"), scratch.connect() as sconn, live.connect() as lconn:
-        found, not_missing = _discover(sconn, lconn, scratch, table, keys, dependants)
+        found, not_missing, nulled = _discover(sconn, lconn, scratch, table, keys, dependants)
         root = found[0]
         root_keys = _keys_in(sconn, root.rows.table, root.missing)
     return DeletionPlan(
@@ -308,6 +466,7 @@ def find_deleted(
         tables=tuple(f.rows for f in found if f.rows.count),
         not_missing=not_missing,
         root_keys=root_keys,
+        relinks={n.fk.label: n.count for n in nulled},
     )
 
 
@@ -331,26 +490,68 @@ def reinsert(
         scratch.connect() as sconn,
         live.connect() as lconn,
     ):
-        found, _ = _discover(sconn, lconn, scratch, table, keys, dependants)
+        found, _, nulled = _discover(sconn, lconn, scratch, table, keys, dependants)
         found = [f for f in found if f.rows.count]
         now = tuple((f.rows.table.qualified, f.rows.count) for f in found)
-        if now != tuple((t.table.qualified, t.count) for t in plan.tables):
+        same_rows = [(f.rows.table.qualified, f.rows.digest) for f in found] == [
+            (t.table.qualified, t.digest) for t in plan.tables
+        ]
+        same_rows = same_rows and {n.fk.label: n.count for n in nulled} == plan.relinks
+        if now != tuple((t.table.qualified, t.count) for t in plan.tables) or not same_rows:
             raise UndeleteFailed(
                 f"the live database changed since the plan ({plan.describe()}; now "
-                f"{'; '.join(f'{n} row(s) of {t}' for t, n in now) or 'nothing missing'}): nothing was inserted; "
+                f"{'; '.join(f'{n} row(s) of {t}' for t, n in now) or 'nothing missing'}"
+                f"{'' if same_rows else ', not the same rows'}): nothing was inserted; "
                 "look at the rows again, then confirm"
             )
         before: dict[str, int] = {}
         after: dict[str, int] = {}
         inserted: dict[str, int] = {}
         with lconn.transaction():
+            lconn.execute("SET CONSTRAINTS ALL DEFERRED")  # a cycle of deferrable keys is checked at commit
             for f in found:
                 ref = f.rows.table
                 before[ref.qualified] = _count(lconn, ref)
                 inserted[ref.qualified] = _copy_rows(sconn, lconn, ref, f.missing)
+            relinked = {n.fk.label: _relink(sconn, lconn, n) for n in nulled}
             # counted after every insert: a trigger or rule that removed rows of another table shows too
             after = {f.rows.table.qualified: _count(lconn, f.rows.table) for f in found}
-    return ReinsertResult(inserted=inserted, live_rows_before=before, live_rows_after=after)
+    return ReinsertResult(inserted=inserted, relinked=relinked, live_rows_before=before, live_rows_after=after)
+
+
+def _relink(sconn: psycopg.Connection, lconn: psycopg.Connection, nulled: _Nulled) -> int:
+    """Set the emptied ``ON DELETE SET NULL`` key of ``nulled``'s rows back to the backup's values (only
+    where it is still NULL); how many rows."""
+    table, columns = nulled.table, (*nulled.table.key, *nulled.fk.columns)
+    temp = f"drlib_relink_{nulled.keys}"
+    lconn.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            sql.Identifier(temp), _key_list(columns), table.ident
+        )
+    )
+    source = sql.SQL("COPY (SELECT {} FROM {} s WHERE EXISTS (SELECT 1 FROM {} m WHERE {})) TO STDOUT").format(
+        sql.SQL(", ").join(sql.Identifier("s", c) for c in columns),
+        table.ident,
+        sql.Identifier(nulled.keys),
+        _key_match("m", "s", table.key),
+    )
+    with (
+        sconn.cursor().copy(source) as out,
+        lconn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(temp))) as into,
+    ):
+        for data in out:
+            into.write(data)
+    return lconn.execute(
+        sql.SQL("UPDATE {} t SET {} FROM {} r WHERE {} AND {}").format(
+            table.ident,
+            sql.SQL(", ").join(
+                sql.SQL("{} = r.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in nulled.fk.columns
+            ),
+            sql.Identifier(temp),
+            _key_match("r", "t", table.key),
+            sql.SQL(" AND ").join(sql.SQL("t.{} IS NULL").format(sql.Identifier(c)) for c in nulled.fk.columns),
+        )
+    ).rowcount
 
 
 def _count(conn: psycopg.Connection, table: TableRef) -> int:
@@ -395,10 +596,12 @@ def _chosen_keys(table: TableRef, keys: Sequence[str]) -> sql.Composed | None:
     return sql.SQL("{} IN ({})").format(row, wanted)
 
 
-def _key_text(table: TableRef) -> sql.Composed:
+def _key_text(table: TableRef, alias: str = "") -> sql.Composed:
     """A row's primary key as the text a user gives it: ``7``, or ``7,2`` for a two-column key."""
     return sql.SQL("concat_ws(',', {})").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in table.key)
+        sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(alias, c) if alias else sql.Identifier(c)) for c in table.key
+        )
     )
 
 

@@ -9,8 +9,10 @@ the storage backup. Rows and files written since the backup are kept: nothing is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from drlib.checks import CheckResult, Checks, check
@@ -25,12 +27,19 @@ from drlib.postgres.catalogue import list_backups, select_backup
 from drlib.postgres.connection import PgTarget, drop_database
 from drlib.postgres.integrity import VerifiedBackup, verify_backup
 from drlib.postgres.restore import MAX_RESTORE_JOBS, restore_to_new_database
-from drlib.postgres.undelete import DeletionPlan, ReinsertResult, find_deleted, reinsert, survey_deleted
+from drlib.postgres.undelete import (
+    DeletionPlan,
+    ReinsertResult,
+    check_table,
+    find_deleted,
+    reinsert,
+    survey_deleted,
+)
 from drlib.postgres.verify import orphan_checks
 from drlib.preflight import stack_reachable
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.staging import DrillSetup, fail_after_backup, is_content_crew, write_rows_after_backup
-from drlib.steps import Outcome, step
+from drlib.steps import Outcome, StepSpec, step
 from drlib.storage.backends import LocalStorage, S3Storage, live_storage
 from drlib.storage.backup import archive_local
 from drlib.storage.catalogue import catalogue_for, restorable, select_storage_backup
@@ -47,7 +56,13 @@ from drlib.storage.undelete import (
 
 def split_list(value: str) -> tuple[str, ...]:
     """``"a, b"`` -> ``("a", "b")``: how a notebook parameter holds several keys or paths. With a ``;``
-    anywhere it splits on ``;`` only (``"1,2;3,4"``: two keys of a two-column primary key)."""
+    anywhere it splits on ``;`` only (``"1,2;3,4"``: two keys of a two-column primary key). A JSON list of
+    strings is taken as it is (how ``drlib undo`` passes keys and paths that hold ``,`` or ``;``)."""
+    if value.lstrip().startswith("["):
+        with contextlib.suppress(ValueError):
+            items = json.loads(value)
+            if isinstance(items, list) and all(isinstance(item, str) for item in items):
+                return tuple(item for item in items if item.strip())
     return tuple(part.strip() for part in value.split(";" if ";" in value else ",") if part.strip())
 
 
@@ -91,6 +106,11 @@ class AccidentalDeletion(Runbook):
         self.target = PgTarget.from_profile(self.profile)
         self.keys = split_list(self.values["keys"])
         self.paths = normalise_paths(split_list(self.values["paths"]))
+        if self.values["keys"].strip() and not self.keys:
+            raise ParameterError(
+                f"keys {self.values['keys']!r} holds no key: give the deleted rows' keys, or leave keys out to bring "
+                "back every deleted row of the table"
+            )
         if self.keys and not self.values["table"]:
             raise ParameterError("keys were given without a table: set table (e.g. public.users)")
         if not self.values["rows"] and not self.paths:
@@ -102,6 +122,22 @@ class AccidentalDeletion(Runbook):
         self.missing_files: MissingFiles | None = None
         self.reinserted: ReinsertResult | None = None
         self.files_restored: FilesRestored | None = None
+
+    def run_step(self, spec: StepSpec, body: Callable[[], Outcome | RestorePlan]) -> Outcome:
+        """A step that fails (or is interrupted) once the scratch database exists drops it, unless
+        ``keep_scratch``: the last step, which would, is not reached."""
+        try:
+            return super().run_step(spec, body)
+        except BaseException as exc:
+            if self.scratch is not None and not self.values["keep_scratch"] and spec.method != "drop_scratch":
+                name = self.scratch.name
+                with contextlib.suppress(DrlibError):
+                    drop_database(self.target, name)
+                    self.scratch = None
+                    self.set_state("scratch", f"{name} dropped after the failure")
+                    if isinstance(exc, DrlibError):
+                        exc.args = (f"{exc.message.split(' State now: ')[0]} State now: {self.state_text()}",)
+            raise
 
     # Step 1 ------------------------------------------------------------------------------
     @step(
@@ -121,6 +157,8 @@ class AccidentalDeletion(Runbook):
         facts: dict[str, Any] = {"deletion time": when}
         results: list[CheckResult] = []
         if self.values["rows"]:
+            if self.values["table"]:  # a misspelt table or key is refused now, not after the scratch restore
+                check_table(self.target, self.values["table"], self.keys)
             backups = list_backups(self.profile.backups.postgres_dir, prefix=self.profile.backups.prefix)
             chosen = select_backup(backups, selection=self.values["backup"], before=self.failure_time)
             self.verified = verify_backup(chosen)
@@ -230,7 +268,7 @@ class AccidentalDeletion(Runbook):
         results = [
             check(
                 "deleted_rows_found",
-                plan.total > 0,
+                plan.total > 0 or bool(plan.relinks),
                 expected="rows the backup has and the live database lost",
                 observed=plan.describe(),
                 detail="; ".join(f"{k}: {why}" for k, why in plan.not_missing.items()),
@@ -304,7 +342,7 @@ class AccidentalDeletion(Runbook):
     )
     def reinsert_rows(self) -> Outcome | RestorePlan:
         plan = self.plan
-        if plan is None or not plan.tables or plan.total == 0:
+        if plan is None or (plan.total == 0 and not plan.relinks):
             return Outcome("Put rows back", facts={"inserted": "nothing to put back"})
         if not self.confirm:
             return RestorePlan(action=f"re-insert {plan.describe()}", steps=tuple(_plan_lines(plan)))
@@ -321,16 +359,27 @@ class AccidentalDeletion(Runbook):
         self.set_state("database", f"{self.target.name}: {plan.describe()} put back")
         return Outcome(
             "Put rows back",
-            facts={"inserted": done.inserted},
+            facts={"inserted": done.inserted, **({"links set again": done.relinked} if done.relinked else {})},
             checks=Checks(
                 [
-                    check(
-                        f"reinserted:{t.table.qualified}",
-                        done.inserted.get(t.table.qualified) == t.count,
-                        expected=t.count,
-                        observed=done.inserted.get(t.table.qualified),
-                    )
-                    for t in plan.tables
+                    *(
+                        check(
+                            f"reinserted:{t.table.qualified}",
+                            done.inserted.get(t.table.qualified) == t.count,
+                            expected=t.count,
+                            observed=done.inserted.get(t.table.qualified),
+                        )
+                        for t in plan.tables
+                    ),
+                    *(
+                        check(
+                            f"relinked:{label}",
+                            done.relinked.get(label) == n,
+                            expected=n,
+                            observed=done.relinked.get(label),
+                        )
+                        for label, n in plan.relinks.items()
+                    ),
                 ]
             ),
         )
@@ -389,7 +438,7 @@ class AccidentalDeletion(Runbook):
             results.append(
                 check(
                     "deleted_rows_back",
-                    still.total == 0,
+                    still.total == 0 and not still.relinks,
                     expected="no row of the backup missing (the table and every dependant)",
                     observed=still.describe(),
                 )
@@ -502,6 +551,10 @@ def _plan_lines(plan: DeletionPlan) -> list[str]:
         more = f" (first {len(t.keys)})" if t.count > len(t.keys) else ""
         lines.append(f"COPY {t.count} row(s) into {t.table.qualified}, key {', '.join(t.keys)}{more}")
         lines += [f"   {json.dumps(row, default=str, ensure_ascii=False)}" for row in t.sample[:SHOWN_ROWS]]
+    lines += [
+        f"SET {n} link(s) of {label} back to the backup's values (ON DELETE SET NULL)"
+        for label, n in plan.relinks.items()
+    ]
     return lines
 
 

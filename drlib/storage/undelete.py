@@ -49,10 +49,10 @@ def normalise_paths(paths: Sequence[str]) -> tuple[str, ...]:
     """Storage keys or folders relative to the storage root; refused when absolute or escaping it."""
     cleaned = []
     for raw in paths:
-        path = raw.strip().replace("\\", "/").strip("/")
+        parts = [part for part in raw.strip().replace("\\", "/").strip("/").split("/") if part != "."]
+        path = "/".join(parts)
         if not path:
             continue
-        parts = path.split("/")
         if raw.strip().startswith("/") or ".." in parts or "" in parts:
             raise ParameterError(
                 f"path {raw!r} must be a file or folder relative to the storage root (e.g. voiceovers/a.wav)"
@@ -68,6 +68,12 @@ def find_missing_files(
     wanted = normalise_paths(paths)
     listed = verified.manifest.files
     chosen = [k for k in sorted(listed) if not wanted or any(_under(k, p) for p in wanted)]
+    outside = [k for k in chosen if k.startswith("/") or ".." in k.split("/")]
+    if outside:
+        raise BackupCorrupt(
+            f"the manifest of {verified.backup.name} lists {outside[0]!r}, outside the storage root: it was altered; "
+            "pick another backup"
+        )
     present = {f.key for f in live.files()}
     missing = tuple(k for k in chosen if k not in present)
     unknown = tuple(p for p in wanted if not any(_under(k, p) for k in listed))
@@ -152,8 +158,10 @@ def _to_folder(
                 skipped.append(key)
                 continue
             record = verified.manifest.files[key]
-            if sha256_file(source / key) != record.sha256:
-                raise BackupCorrupt(f"{key} in {verified.backup.name} fails its checksum: pick another backup")
+            if not (source / key).is_file() or sha256_file(source / key) != record.sha256:
+                raise BackupCorrupt(
+                    f"{key} in {verified.backup.name} is missing or fails its checksum: pick another backup"
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.drlib-partial")
             shutil.copy2(source / key, partial)
