@@ -124,7 +124,12 @@ def _backups_root(profile: Profile) -> Path:
 def release_volume(profile: Profile) -> list[str]:
     """Unmount the drill's volume (its bind over the backups folder, then the tmpfs) and remove its mount
     point: the backups folder is back as it was. Does nothing when nothing is mounted; returns what it did."""
-    target = _backups_root(profile)
+    return release_volume_at(_backups_root(profile))
+
+
+def release_volume_at(target: Path) -> list[str]:
+    """:func:`release_volume` for the sandbox's backups folder ``target`` (``drlib sandbox up`` calls it, so
+    a drill killed with SIGKILL leaves no full volume behind past the next ``up``)."""
     mountpoint = target.parent / VOLUME_DIR
     done = []
     for _ in range(MAX_STACKED):  # a killed drill's mount and this one's: each is unmounted

@@ -273,6 +273,9 @@ def test_the_fault_fills_the_backups_folder_and_its_release_puts_it_back_as_it_w
         released = release_volume(profile)
     assert len(released) == 2 and not mounted(root) and tree(root) == before
     assert not (root.parent / VOLUME_DIR).exists() and release_volume(profile) == []
+    fill_backups_volume(profile, newest_backups(profile))  # as a drill killed with SIGKILL leaves it
+    healthy_sandbox.up()
+    assert not mounted(root) and tree(root) == before
 
 
 def test_the_fault_runs_only_on_the_sandbox_and_unmounts_what_it_mounted_when_it_fails(

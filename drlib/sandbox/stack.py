@@ -33,6 +33,7 @@ import redis
 
 from drlib.config import Profile, project_root, state_dir
 from drlib.exceptions import SandboxError
+from drlib.faults_disk_full import release_volume_at
 from drlib.lock import FileLock, take_waiting
 from drlib.processes import (
     ProcessRecord,
@@ -252,6 +253,7 @@ class Sandbox:
 
     def _up(self, *, size: str, seed_data: bool, start_api: bool) -> None:
         self.logs.mkdir(exist_ok=True)
+        release_volume_at(self.backups_root)  # a killed disk_full drill's volume
         values = self._secrets()
         ports = self._choose_ports()
         pg = self.postgres()
