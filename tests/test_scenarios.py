@@ -147,9 +147,9 @@ def test_the_scenarios_declare_their_drill_objectives() -> None:
     verify = SCENARIOS["verify_restore"]
     assert (verify.verify_after, verify.rto_kind, verify.rpo_component) == (False, None, None)
     assert SCENARIOS["database_corruption"].sandbox_only  # it overwrites the cluster's files, server stopped
-    assert not any(
-        s.sandbox_only for s in SCENARIOS.values() if s.id not in ("full_system_loss", "database_corruption")
-    )
+    assert SCENARIOS["webhook_replay"].sandbox_only  # it restarts the sandbox's API without webhook protection
+    sandbox_only = ("full_system_loss", "database_corruption", "webhook_replay")
+    assert not any(s.sandbox_only for s in SCENARIOS.values() if s.id not in sandbox_only)
 
 
 # -- composite steps -----------------------------------------------------------------------

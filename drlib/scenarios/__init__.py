@@ -16,6 +16,7 @@ from drlib.scenarios import (
     redis_loss,
     storage_loss,
     verify_restore,
+    webhook_replay,
 )
 from drlib.scenarios.base import Scenario
 
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
         verify_restore,
         accidental_deletion,
         database_corruption,
+        webhook_replay,
         prevention_checks,
     )
 }
@@ -51,6 +53,7 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("accidental_deletion", {}),
         ("database_corruption", {"drill_damage": "index"}),
         ("database_corruption", {"drill_damage": "table"}),
+        ("webhook_replay", {}),
         # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
         ("prevention_checks", {}),
     ),
