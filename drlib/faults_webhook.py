@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from drlib.billing.duplicates import format_amount
 from drlib.billing.endpoint import Webhook
 from drlib.billing.events import BillingEvent
 from drlib.billing.signing import sign
@@ -31,10 +32,11 @@ class ReplayFault:
     protection_off_at: datetime
 
     def describe(self) -> str:
+        charges = format_amount(self.duplicate_charges_minor, "usd")
         return (
             f"sent {len(self.sent)} signed billing event(s), switched the sample API's webhook protection off, "
             f"replayed the {self.replayed} captured request(s) and {self.resigned} re-signed one: "
-            f"{self.replayed + self.resigned} duplicate charge(s) of {self.duplicate_charges_minor / 100:.2f} USD"
+            f"{self.replayed + self.resigned} duplicate charge(s) of {charges}"
         )
 
 

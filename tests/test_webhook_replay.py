@@ -142,6 +142,8 @@ def test_with_the_protection_off_every_probe_is_taken_but_none_is_a_charge_and_s
     before = scan_duplicates(target, settings)
     protected_again.start_api(webhook_protection=False)
     assert not protected_again.webhook_protection_on()
+    api = next(s for s in protected_again.status().services if s.name == "api")
+    assert not api.healthy and "protection OFF" in api.detail
     probe = probe_protection(Webhook.from_profile(profile))
     assert not probe.protected and probe.recorded == 5
     failing = {c.name for c in probe.checks().failures}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -124,7 +124,7 @@ class DuplicateScan:
     charged: dict[str, int]
     #: per currency: the rows marked reversed (``reversal_state`` requested or sent)
     reversed: dict[str, int]
-    seconds: float = 0.0
+    seconds: float = field(default=0.0, compare=False)
 
     @property
     def unmarked(self) -> tuple[Duplicate, ...]:

@@ -545,9 +545,16 @@ class Sandbox:
                     secret_key=values.get(SECRET_NAMES["s3_secret_key"], ""),
                 ),
             ),
-            _service("api", api.pid if api else None, api_url, lambda: probe_api(api_url)),
+            _service("api", api.pid if api else None, api_url, lambda: self._probe_api(api_url)),
         )
         return SandboxStatus(folder=self.folder, services=services)
+
+    def _probe_api(self, url: str) -> tuple[bool, str]:
+        """``/health``, and the billing webhook's protection: an API running without it is not healthy."""
+        healthy, detail = probe_api(url)
+        if self.webhook_protection_on():
+            return healthy, detail
+        return False, f"{detail}; billing webhook protection OFF (drlib sandbox up restarts the API with it)"
 
     def down(self, *, purge: bool = False) -> None:
         """Stop every process the sandbox started (never one that merely reuses a recorded pid).

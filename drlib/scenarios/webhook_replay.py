@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 from drlib.billing.duplicates import (
     DuplicateScan,
-    MarkResult,
     check_events_table,
     count_rows,
     format_amount,
@@ -63,7 +62,6 @@ class WebhookReplay(Runbook):
         self.found: DuplicateScan | None = None
         self.probe: ProtectionProbe | None = None
         self.rows_before: int | None = None
-        self.marked: MarkResult | None = None
 
     # Step 1 ------------------------------------------------------------------------------
     @step(
@@ -86,7 +84,7 @@ class WebhookReplay(Runbook):
         settings = self.profile.require_billing()
         self.found = found = scan_duplicates(self.target, settings)
         self.rows_before = found.events
-        self.evidence.note("duplicates_found", {"duplicates": len(found.duplicates), "to_reverse": found.totals()})
+        self.evidence.note("duplicates_found", {"duplicates": len(found.duplicates), "totals": found.totals()})
         return Outcome(
             "Duplicate events",
             facts={
@@ -150,7 +148,6 @@ class WebhookReplay(Runbook):
     )
     def reverse_duplicate_charges(self) -> Outcome | RestorePlan:
         settings = self.profile.require_billing()
-        self._require_found()
         # scanned again: duplicates recorded since Step 1 (an endpoint still unprotected, Step 2's probes) too
         self.found = found = scan_duplicates(self.target, settings)
         if not found.unmarked:
@@ -163,12 +160,11 @@ class WebhookReplay(Runbook):
         result = mark_duplicates(self.target, settings, found.unmarked, confirm=self.confirm)
         if isinstance(result, RestorePlan):
             return result
-        self.marked = result
         requested = [d for d in found.unmarked if result.marked.get(d.row.id) == "requested"]
         self.set_state(
             "billing",
             f"{len(result.marked)} duplicate(s) of {settings.events_table} marked (ids "
-            f"{', '.join(map(str, list(result.marked)[:20]))}); reversals requested, not sent",
+            f"{', '.join(map(str, list(result.marked)[:20]))}); {len(requested)} reversal(s) requested, not sent",
         )
         self.evidence.note("marked", {str(k): v for k, v in result.marked.items()})
         return Outcome(
@@ -179,18 +175,8 @@ class WebhookReplay(Runbook):
                 or "none",
                 "marked by someone else meanwhile (left as they are)": len(result.skipped),
                 "sent to the payment provider": "no: recorded as reversal_state = 'requested' for the refund worker",
+                "seconds": result.seconds,
             },
-            checks=Checks(
-                [
-                    check(
-                        "duplicates_marked",
-                        len(result.marked) + len(result.skipped) == len(found.unmarked),
-                        expected=len(found.unmarked),
-                        observed=len(result.marked),
-                        detail=f"in one transaction, {result.seconds} s",
-                    )
-                ]
-            ),
         )
 
     # Step 4 ------------------------------------------------------------------------------
@@ -267,13 +253,6 @@ class WebhookReplay(Runbook):
         if after.unmarked:
             self.set_state("billing", f"{len(after.unmarked)} duplicate(s) still unmarked: re-run Steps 1 and 3")
         return Outcome("Verify", facts=facts, checks=self.service_restored_if(Checks(results)))
-
-    # -- helpers --------------------------------------------------------------------------------
-    def _require_found(self) -> DuplicateScan:
-        if self.found is None:
-            self.identify_duplicates()
-        assert self.found is not None
-        return self.found
 
 
 def _frame(rows: list[dict[str, Any]]) -> Any:
