@@ -115,7 +115,7 @@ def test_a_signature_holds_only_for_its_body_its_secret_and_a_recent_timestamp()
     assert not verify("s3cret", body, None, tolerance=300).ok and not verify("s3cret", body, "t=x", tolerance=300).ok
 
 
-def test_the_endpoint_refuses_a_replay_a_resigned_a_stale_and_a_badly_signed_request_and_takes_a_fresh_one(
+def test_the_endpoint_takes_a_fresh_event_and_refuses_a_replay_signed_or_not_a_stale_or_a_bad_signature(
     healthy_sandbox: Sandbox, profile: Profile, target: PgTarget
 ) -> None:
     settings = profile.require_billing()

@@ -36,7 +36,7 @@ from drlib.staging import DrillSetup
 from drlib.steps import Outcome, step
 
 #: how the notebook says drlib's probes are told apart
-PROBES_NOTE = "drlib probes (evt_drlibprobe_…, amount 0) are counted apart, never as charges"
+PROBES_NOTE = "evt_drlibprobe_…, amount 0, counted apart, never as charges"
 
 
 class WebhookReplay(Runbook):
@@ -91,7 +91,7 @@ class WebhookReplay(Runbook):
                 "table": found.table,
                 "events": found.events,
                 "found": found.describe(),
-                "drlib probes": f"{found.probes} ({found.probe_duplicates} of them duplicates); {PROBES_NOTE}",
+                "drlib probes": f"{found.probes} ({found.probe_duplicates} duplicates): {PROBES_NOTE}",
                 **found.totals(),
                 "seconds": found.seconds,
             },
