@@ -18,13 +18,13 @@ drill: install
 	$(BIN)/drlib sandbox up
 	$(BIN)/drlib drill run postgres_database_loss; status=$$?; $(BIN)/drlib sandbox down; exit $$status
 
-## The whole test suite (starts its own PostgreSQL, Redis, S3 endpoint and API on free ports).
+## The whole test suite on two workers (each starts its own PostgreSQL, Redis, S3 endpoint and API on free ports).
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: install
-	$(BIN)/ruff check drlib tests benchmarks tools
-	$(BIN)/ruff format --check drlib tests benchmarks tools
+	$(BIN)/ruff check drlib tests benchmarks
+	$(BIN)/ruff format --check drlib tests benchmarks
 	$(BIN)/mypy
 
 ## JupyterLab on the runbook notebooks, against the sandbox.

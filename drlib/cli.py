@@ -16,6 +16,7 @@ import click
 
 from drlib import __version__
 from drlib.cli_monitor import monitor
+from drlib.cli_prune import prune
 from drlib.cli_restore import restore, verify
 from drlib.cli_undo import undo
 from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors, parameter_option
@@ -95,8 +96,7 @@ def sandbox_down(purge: bool) -> None:
 def _no_drill_running(command: str) -> Iterator[None]:
     """``sandbox up``/``down`` while a drill runs on the sandbox would undo its fault or its restore:
     they take the drill lock, and are refused naming the drill that holds it."""
-    from drlib.drill import stack_key
-    from drlib.lock import acquire
+    from drlib.lock import acquire, stack_key
 
     held = acquire(stack_key(None), scenario=command)
     try:
@@ -253,6 +253,9 @@ def backup_verify(name: str, environment: str | None, deep: bool, no_manifest: b
     verified = verify_backup(chosen, require_manifest=not no_manifest, deep=deep)
     click.echo(f"{chosen.name}: OK")
     click.echo(repr(verified.checks))
+
+
+backup.add_command(prune)
 
 
 # -- storage ------------------------------------------------------------------------------

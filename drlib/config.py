@@ -242,6 +242,10 @@ class BackupSettings:
     #: backup file names start with this; empty: the database name
     prefix: str = ""
     format: BackupFormat = "custom"
+    #: retention (``drlib backup prune``, the disk_full runbook): a backup younger than ``keep_days`` days, or
+    #: among the newest ``keep_last`` of its component, is kept; the newest one that verifies always is
+    keep_days: Annotated[int, Field(strict=True, ge=0)] = 7
+    keep_last: Annotated[int, Field(strict=True, ge=1)] = 3
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -369,6 +373,16 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _QUALIFIED = re.compile(r"^([A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*$")
 
 
+@dataclass(frozen=True, config=_STRICT)
+class LogSettings:
+    """Log folders whose rotated files (``api.log.1``, ``api.log.2.gz``, ``api.log-20260101``) older than
+    ``keep_days`` days may be deleted to free disk space; a live ``*.log`` never is (files directly in each
+    folder only)."""
+
+    folders: tuple[ProjectPath, ...] = ()
+    keep_days: Annotated[int, Field(strict=True, ge=0)] = 7
+
+
 def _known_names(values: dict[str, float], known: dict[str, float], what: str) -> dict[str, float]:
     unknown = [name for name in values if name not in known]
     if unknown:
@@ -420,6 +434,8 @@ class Profile:
     app: AppSettings | None = None
     targets: Targets = Targets()
     monitoring: MonitoringSettings = MonitoringSettings()
+    #: optional too: the billing webhooks (only a profile file sets it)
+    logs: LogSettings = LogSettings()
     #: optional too: the billing webhooks (only a profile file sets it)
     billing: BillingSettings | None = None
     secrets_file: ProjectPath | None = None

@@ -15,26 +15,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from drlib.config import SANDBOX_PROFILE, Profile, load_profile, project_root, reports_dir
 from drlib.drill_record import RunRecord, StageRecord, build_results
 from drlib.evidence import load_evidence, utcnow
-from drlib.exceptions import ConfigError, DrillInterrupted, DrillRefused, ParameterError, SandboxError
+from drlib.exceptions import DrillInterrupted, DrillRefused, ParameterError, SandboxError
 from drlib.execute import execute_notebook
 from drlib.faults import ensure_drill_target
 from drlib.interrupts import signals_deferred, signals_interrupt
-from drlib.lock import FileLock, acquire
+from drlib.lock import FileLock, acquire, stack_key
 from drlib.parameters import validate
-from drlib.report import write_report_folder
+from drlib.report import report_folder, write_report_folder
 from drlib.results import CheckRecord, DrillResults, ExecutionInfo
 from drlib.scenarios import VERIFY_SCENARIO, get_scenario
 from drlib.scenarios.base import DRILL_CONTROLLED, Scenario
@@ -79,24 +76,6 @@ class DrillReport:
     @property
     def passed(self) -> bool:
         return self.results.status == "passed"
-
-
-def report_folder(root: Path, started: datetime, scenario: str) -> Path:
-    """``reports/<YYYY-MM-DD>/<HHMMSS>-<scenario>/`` (a suffix keeps two runs in one second apart)."""
-    base = root / f"{started:%Y-%m-%d}" / f"{started:%H%M%S}-{scenario}"
-    folder, n = base, 1
-    while True:
-        try:
-            folder.mkdir(parents=True)
-            return folder
-        except FileExistsError:
-            n += 1
-            folder = base.with_name(f"{base.name}-{n}")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create the report folder {folder} ({exc.strerror or type(exc).__name__}): "
-                f"--reports / DRLIB_REPORTS must name a folder drlib can write ({root})"
-            ) from exc
 
 
 def _quiet(line: str) -> None:
@@ -146,6 +125,7 @@ def run_scenario(
         failure = exc
     finally:
         with signals_deferred():
+            failure = clean_up(drill, failure)
             results = finish(drill, failure)
             if watchdog is not None:
                 stop_watchdog(watchdog)
@@ -165,26 +145,6 @@ def refuse_bad_parameters(scenario: Scenario, given: dict[str, Any]) -> dict[str
             "fault, the profile is --env, the evidence goes to the report folder): leave it out"
         )
     return validate(scenario.params, given, scenario=scenario.id)
-
-
-def stack_key(profile: Profile | None) -> str:
-    """What one drill at a time is about: the database a profile points at, by address (so two names for
-    one server, or two profiles for one stack, share the lock); ``None``: the sandbox, before it is up."""
-    if profile is None:
-        from drlib.sandbox.stack import Sandbox
-
-        sandbox = Sandbox()
-        try:
-            port = json.loads(sandbox.connection_file.read_text(encoding="utf-8"))["profile"]["database"]["port"]
-        except (OSError, ValueError, KeyError):
-            return f"sandbox {sandbox.folder}"  # never started: no database anyone else could drill
-        return f"127.0.0.1:{port}/content_crew"
-    db = profile.database
-    try:
-        host = socket.gethostbyname(db.host)
-    except OSError:
-        host = db.host
-    return f"{host}:{db.port}/{db.name}"
 
 
 def check_target(drill: Drill, name: str, confirm_target: bool) -> Profile | None:
@@ -317,6 +277,20 @@ def run_notebook(
 def _facts(folder: Path, stage: StageRecord) -> dict[str, Any]:
     evidence = load_evidence(folder / stage.evidence)
     return evidence.facts if evidence else {}
+
+
+def clean_up(drill: Drill, failure: BaseException | None) -> BaseException | None:
+    """Run the staging's cleanup (:attr:`DrillSetup.cleanup`), whatever the run came to; a cleanup that fails
+    makes the run an error (unless something failed before it: that error is the one reported)."""
+    if drill.setup is None or drill.setup.cleanup is None:
+        return failure
+    drill.say("cleaning up what the staging set up")
+    try:
+        drill.setup.cleanup()
+    except Exception as exc:
+        drill.say(f"cleanup failed: {exc}")
+        return failure or exc
+    return failure
 
 
 # -- results --------------------------------------------------------------------------------

@@ -14,15 +14,19 @@ import json
 import os
 import platform
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drlib.evidence import utcnow
 from drlib.exceptions import DrillLocked, SandboxError
+
+if TYPE_CHECKING:
+    from drlib.config import Profile
 
 POLL_SECONDS = 0.1
 
@@ -152,3 +156,23 @@ def exclusive(path: Path, *, timeout: float, what: str) -> Iterator[FileLock]:
         yield held
     finally:
         held.release()
+
+
+def stack_key(profile: Profile | None) -> str:
+    """What one drill at a time is about: the database a profile points at, by address (so two names for
+    one server, or two profiles for one stack, share the lock); ``None``: the sandbox, before it is up."""
+    if profile is None:
+        from drlib.sandbox.stack import Sandbox
+
+        sandbox = Sandbox()
+        try:
+            port = json.loads(sandbox.connection_file.read_text(encoding="utf-8"))["profile"]["database"]["port"]
+        except (OSError, ValueError, KeyError):
+            return f"sandbox {sandbox.folder}"  # never started: no database anyone else could drill
+        return f"127.0.0.1:{port}/content_crew"
+    db = profile.database
+    try:
+        host = socket.gethostbyname(db.host)
+    except OSError:
+        host = db.host
+    return f"{host}:{db.port}/{db.name}"

@@ -29,18 +29,18 @@ from typing import Any, Literal
 
 from drlib.checks import CheckResult
 from drlib.config import SANDBOX_PROFILE, Component, Profile, load_profile, reports_dir
-from drlib.drill import report_folder, stack_key
 from drlib.drill_record import RunRecord, StageRecord, build_results
 from drlib.evidence import Evidence, utcnow
 from drlib.exceptions import DrillInterrupted, DrlibError, ParameterError
 from drlib.interrupts import signals_deferred, signals_interrupt
-from drlib.lock import FileLock, acquire
+from drlib.lock import FileLock, acquire, stack_key
 from drlib.parameters import validate
+from drlib.postgres.connection import reusing_maintenance_connections
 from drlib.processes import RUN_MARKER
-from drlib.report import write_report_folder
+from drlib.report import report_folder, write_report_folder
 from drlib.results import CheckRecord, DrillResults, ExecutionInfo
 from drlib.results import Evidence as EvidenceRecord
-from drlib.scenarios import accidental_deletion, postgres_database_loss, redis_loss, storage_loss, verify_restore
+from drlib.scenarios import get_scenario
 from drlib.scenarios.base import Scenario, refuse_without
 from drlib.secrets import looks_like_secret_name, redact
 from drlib.steps import Outcome
@@ -70,7 +70,8 @@ class Operation:
 
     verb: Literal["restore", "verify", "undo"]
     target: str
-    scenario: Scenario
+    #: the runbook's scenario (imported when the command runs: one command imports one scenario)
+    scenario_id: str
     #: the parameter ``--backup`` sets
     backup_param: str
     #: the step methods to call, in order; empty: every step of the runbook
@@ -81,6 +82,10 @@ class Operation:
     preflight: Preflight | None = None
     #: optional components the command cannot do without (a runbook refuses without its own ``needs``)
     needs: tuple[Component, ...] = ()
+
+    @property
+    def scenario(self) -> Scenario:
+        return get_scenario(self.scenario_id)
 
     @property
     def name(self) -> str:
@@ -103,6 +108,8 @@ class Operation:
 
 
 def _named_database_backup(profile: Profile, values: dict[str, Any]) -> list[CheckResult]:
+    from drlib.scenarios import postgres_database_loss
+
     return postgres_database_loss.named_backup_checks(
         profile, selection=values["backup"], require_manifest=True, deep=False
     )
@@ -111,23 +118,27 @@ def _named_database_backup(profile: Profile, values: dict[str, Any]) -> list[Che
 def _named_storage_backup(profile: Profile, values: dict[str, Any]) -> list[CheckResult]:
     if values["storage_backup"] == "none":
         return []
+    from drlib.scenarios import storage_loss
+
     return storage_loss.named_storage_backup_checks(
         profile, selection=values["storage_backup"], storage_kind=values["storage_kind"]
     )
 
 
 def _named_redis_backup(profile: Profile, values: dict[str, Any]) -> list[CheckResult]:
+    from drlib.scenarios import redis_loss
+
     return redis_loss.named_redis_backup_checks(profile, selection=values["redis_backup"])
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("restore", "database"): Operation("restore", "database", postgres_database_loss.SCENARIO, "backup"),
-    ("restore", "storage"): Operation("restore", "storage", storage_loss.SCENARIO, "storage_backup"),
-    ("restore", "redis"): Operation("restore", "redis", redis_loss.SCENARIO, "redis_backup"),
+    ("restore", "database"): Operation("restore", "database", "postgres_database_loss", "backup"),
+    ("restore", "storage"): Operation("restore", "storage", "storage_loss", "storage_backup"),
+    ("restore", "redis"): Operation("restore", "redis", "redis_loss", "redis_backup"),
     ("verify", "database"): Operation(
         "verify",
         "database",
-        verify_restore.SCENARIO,
+        "verify_restore",
         "backup",
         steps=("database_verification",),
         settable=("failure_time", "backup", "exact"),
@@ -136,7 +147,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("verify", "storage"): Operation(
         "verify",
         "storage",
-        verify_restore.SCENARIO,
+        "verify_restore",
         "storage_backup",
         steps=("storage_verification",),
         settable=("failure_time", "storage_backup", "storage_kind"),
@@ -146,7 +157,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("verify", "redis"): Operation(
         "verify",
         "redis",
-        redis_loss.SCENARIO,
+        "redis_loss",
         "redis_backup",
         # the checklist finds and checks the RDB backup whose manifest the verification compares with
         steps=("pre_restore_checklist", "verify_restore"),
@@ -170,7 +181,7 @@ UNDO_ROW_STEPS = (
 OPERATIONS[("undo", "deletion")] = Operation(
     "undo",
     "deletion",
-    accidental_deletion.SCENARIO,
+    "accidental_deletion",
     "backup",
     steps=UNDO_ROW_STEPS,
     settable=(
@@ -188,7 +199,7 @@ OPERATIONS[("undo", "deletion")] = Operation(
 OPERATIONS[("undo", "files")] = Operation(
     "undo",
     "files",
-    accidental_deletion.SCENARIO,
+    "accidental_deletion",
     "storage_backup",
     steps=("identify_deletion", "find_deleted_files", "restore_files", "verify_undo"),
     settable=("failure_time", "storage_backup", "paths"),
@@ -301,7 +312,7 @@ def run_operation(
     watchdog = None
     clock = time.monotonic()
     try:
-        with signals_interrupt() as run.interrupted:
+        with signals_interrupt() as run.interrupted, reusing_maintenance_connections():
             profile = load_profile(name)
             if op.writes:
                 run.lock = acquire(stack_key(None if record.sandbox else profile), scenario=op.command)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from drlib.checks import CheckResult, checks_table_html
+from drlib.exceptions import ConfigError
 from drlib.results import DrillResults, ResultsUnreadable
 from drlib.secrets import redact, scan_for_secrets
 from drlib.units import format_duration
@@ -245,3 +247,21 @@ def write_index(root: Path) -> Path:
     index = root / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def report_folder(root: Path, started: datetime, scenario: str) -> Path:
+    """``reports/<YYYY-MM-DD>/<HHMMSS>-<scenario>/`` (a suffix keeps two runs in one second apart)."""
+    base = root / f"{started:%Y-%m-%d}" / f"{started:%H%M%S}-{scenario}"
+    folder, n = base, 1
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the report folder {folder} ({exc.strerror or type(exc).__name__}): "
+                f"--reports / DRLIB_REPORTS must name a folder drlib can write ({root})"
+            ) from exc

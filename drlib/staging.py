@@ -43,6 +43,9 @@ class DrillSetup:
     written_after_backup: dict[str, int] = field(default_factory=dict)
     marker: str = ""
     notebook_parameters: dict[str, Any] = field(default_factory=dict)
+    #: undoes what the staging set up that the runbook does not own (e.g. a small volume mounted for the
+    #: drill): the drill calls it once the notebooks are done, after a pass, a failure or a crash
+    cleanup: Callable[[], object] | None = None
 
     def data_loss(self, profile: Profile) -> dict[str, dict[str, int]]:
         """Per kind of data: how much was written after the backup, and how much of it is gone."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +18,21 @@ from click.testing import CliRunner, Result
 
 from drlib.cli import main
 from drlib.exceptions import ConfirmationRequired, ParameterError
+from drlib.lock import acquire, stack_key
 from drlib.postgres.backup import backup_database
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.integrity import verify_backup
 from drlib.postgres.restore import restore_to_new_database
 from drlib.postgres.undelete import MASK, UndeleteFailed, find_deleted, reinsert, survey_deleted
+from drlib.processes import RUN_MARKER
 from drlib.results import DrillResults
+from drlib.scenarios.accidental_deletion import rows_kept_check
 from drlib.storage.backends import LocalStorage
 from drlib.storage.backup import archive_local
 from drlib.storage.catalogue import list_storage_backups, select_storage_backup
 from drlib.storage.restore import verify_storage_backup
-from drlib.storage.undelete import find_missing_files, normalise_paths, restore_missing_files
+from drlib.storage.undelete import files_back_check, find_missing_files, normalise_paths, restore_missing_files
+from tests import test_cli_restore
 from tests.scratchdb import Made
 
 SHOP = (
@@ -125,6 +132,22 @@ def test_putting_them_back_keeps_every_row_written_since(shop: tuple[PgTarget, P
     }
 
 
+def test_a_row_written_since_that_the_undo_removes_fails_the_kept_check(shop: tuple[PgTarget, PgTarget]) -> None:
+    live, scratch = shop
+    # the fault: a live trigger that deletes the order written after the backup when orders are inserted
+    run(
+        live,
+        "CREATE FUNCTION drop_new() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN DELETE FROM orders WHERE customer_id = 21; RETURN NULL; END $$",
+        "CREATE TRIGGER drop_new AFTER INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION drop_new()",
+    )
+    plan = find_deleted(live=live, scratch=scratch, table="customers", keys=["3"])
+    done = reinsert(plan, live=live, scratch=scratch, table="customers", keys=["3"], confirm=True)
+    kept = rows_kept_check(done)
+    assert kept.status == "fail" and "public.orders" in str(kept.observed), kept
+    assert done.inserted["public.orders"] == 3  # what was copied, not what the counts say
+
+
 def test_a_value_taken_since_rolls_everything_back_and_says_which(shop: tuple[PgTarget, PgTarget]) -> None:
     live, scratch = shop
     plan = find_deleted(live=live, scratch=scratch, table="customers", keys=["3"])
@@ -197,6 +220,11 @@ def test_deleted_files_come_back_and_existing_ones_are_left_alone(tree: tuple[Lo
     assert (live.root / "videos" / "0.bin").read_bytes() == b"came back meanwhile"
     assert (live.root / "voiceovers" / "2.bin").read_bytes() == b"changed since, and kept"
     assert not any(p.name.startswith(".drlib") for p in live.root.parent.iterdir())
+    assert files_back_check(verified, missing, live=live).status == "fail"  # videos/0.bin is not the backup's
+    (live.root / "videos" / "0.bin").write_bytes(b"videos-0" * 100)
+    assert files_back_check(verified, missing, live=live).status == "pass"
+    (live.root / "voiceovers" / "1.bin").unlink()
+    assert files_back_check(verified, missing, live=live).observed == ["voiceovers/1.bin"]
 
 
 @pytest.mark.parametrize("path", ["../etc/passwd", "/etc/passwd", "a/../../b", "a//b"])
@@ -285,3 +313,49 @@ def test_the_drill_fails_when_the_undo_leaves_the_dependants_behind(healthy_sand
     assert repair.exit_code == 0, repair.output
     with target.maintenance.connect() as conn:
         assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE '%scratch%'").fetchall()
+
+
+# -- the undo command refuses and unwinds like a restore -----------------------------------------------
+def test_undo_is_refused_while_a_drill_holds_the_stack_and_for_a_misspelt_parameter(
+    healthy_sandbox: object, target: PgTarget
+) -> None:
+    before, folders = test_cli_restore.counts(target), reports()
+    held = acquire(stack_key(None), scenario="redis_loss")
+    try:
+        locked = drlib("undo", "deletion", "--table", "users", "--key", "1", "--confirm")
+    finally:
+        held.release()
+    assert locked.exit_code == 3 and "error [locked]" in locked.output and "scenario redis_loss" in locked.output
+    assert test_cli_restore.results_of(test_cli_restore.new_report(folders)).status == "refused"
+    typo = drlib("undo", "deletion", "--table", "users", "--key", "1", "-p", "dependents", "false")
+    assert typo.exit_code == 3 and typo.output.startswith("error [parameter]: ") and "dependants" in typo.output
+    assert test_cli_restore.counts(target) == before
+
+
+@pytest.mark.slow
+def test_a_signal_mid_undo_drops_the_scratch_copy_and_leaves_the_live_database_as_it_was(
+    healthy_sandbox: object, backup: object, target: PgTarget, tmp_path: Path
+) -> None:
+    bindir, waiting = test_cli_restore.slow_pg_restore(tmp_path)
+    before, dbs, folders = test_cli_restore.counts(target), test_cli_restore.databases(target), reports()
+    env = {k: v for k, v in os.environ.items() if k != RUN_MARKER}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "drlib.cli", "undo", "deletion", "--table", "users", "--key", "1", "--confirm"],
+        cwd=test_cli_restore.REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**env, "PYTHONUNBUFFERED": "1", "DRLIB_PG_BINDIR": str(bindir)},
+    )
+    try:
+        test_cli_restore.wait_for(waiting.exists)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert "error [interrupted]: interrupted by SIGTERM during step restore_scratch" in output, output
+    assert test_cli_restore.counts(target) == before and test_cli_restore.databases(target) == dbs
+    results = test_cli_restore.results_of(test_cli_restore.new_report(folders))
+    assert results.status == "error" and results.error is not None and results.error.step == "restore_scratch"

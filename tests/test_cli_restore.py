@@ -20,9 +20,8 @@ from click.testing import CliRunner, Result
 
 from drlib import faults
 from drlib.cli import main
-from drlib.drill import stack_key
 from drlib.exceptions import DrillLocked
-from drlib.lock import acquire
+from drlib.lock import acquire, stack_key
 from drlib.postgres.backup import backup_database
 from drlib.postgres.catalogue import list_backups
 from drlib.postgres.connection import PgTarget

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from drlib.cli import main
-from drlib.drill import run_scenario, stack_key
+from drlib.drill import run_scenario
 from drlib.exceptions import DrillLocked
-from drlib.lock import acquire, lock_path
+from drlib.lock import acquire, lock_path, stack_key
 from drlib.postgres.connection import PgTarget, database_exists
 from drlib.processes import RUN_MARKER
 from drlib.report import verify_checksums

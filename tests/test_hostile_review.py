@@ -11,9 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from drlib.cli import main
-from drlib.drill import stack_key
 from drlib.drill_record import RUN_FILE, RunRecord, write_abandoned_report
-from drlib.lock import acquire
+from drlib.lock import acquire, stack_key
 from drlib.postgres.connection import PgTarget, database_exists, drop_database
 from drlib.report import MANIFEST_NAME, verify_checksums
 from drlib.results import DrillResults

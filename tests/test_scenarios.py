@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,9 +149,20 @@ def test_the_scenarios_declare_their_drill_objectives() -> None:
     verify = SCENARIOS["verify_restore"]
     assert (verify.verify_after, verify.rto_kind, verify.rpo_component) == (False, None, None)
     assert SCENARIOS["database_corruption"].sandbox_only  # it overwrites the cluster's files, server stopped
+    assert SCENARIOS["disk_full"].sandbox_only  # it mounts a filesystem over the backups folder
     assert SCENARIOS["webhook_replay"].sandbox_only  # it restarts the sandbox's API without webhook protection
-    sandbox_only = ("full_system_loss", "database_corruption", "webhook_replay")
+    sandbox_only = ("full_system_loss", "database_corruption", "disk_full", "webhook_replay")
     assert not any(s.sandbox_only for s in SCENARIOS.values() if s.id not in sandbox_only)
+
+
+def test_each_scenario_is_its_module_and_a_command_imports_only_its_own() -> None:
+    assert all(scenario.id == scenario_id for scenario_id, scenario in SCENARIOS.items())
+    probe = (
+        "import sys; from drlib.operate import get_operation; get_operation('restore', 'database').scenario; "
+        "print(sorted(m for m in sys.modules if m.startswith('drlib.scenarios.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['drlib.scenarios.base', 'drlib.scenarios.postgres_database_loss']"
 
 
 # -- composite steps -----------------------------------------------------------------------

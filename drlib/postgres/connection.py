@@ -6,10 +6,14 @@ import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from drlib.config import DatabaseSettings, Profile
 from drlib.exceptions import ConnectionFailed, CredentialsRejected, DrlibError
@@ -83,15 +87,82 @@ class PgTarget:
         return env
 
     def connect(self, *, autocommit: bool = True, connect_timeout: int = 5) -> psycopg.Connection:
-        """A connection, or :class:`CredentialsRejected` / :class:`ConnectionFailed`."""
+        """A connection, or :class:`CredentialsRejected` / :class:`ConnectionFailed`.
+
+        Inside :func:`reusing_maintenance_connections`, an autocommit connection to the maintenance
+        database that a ``with`` block gave back cleanly is handed out again instead of logging in anew."""
+        pool = _MAINTENANCE_POOL.get()
+        reusable = pool is not None and autocommit and self.name == self.settings.maintenance_db
+        key = (self.conninfo(connect_timeout=connect_timeout), self.password)
+        if reusable and pool is not None:
+            idle = pool.pop(key, None)
+            if idle is not None and not idle.closed and idle.info.transaction_status == TransactionStatus.IDLE:
+                return idle
         try:
-            return psycopg.connect(
-                self.conninfo(connect_timeout=connect_timeout),
-                password=self.password or None,
-                autocommit=autocommit,
+            conn = (ReusableConnection if reusable else psycopg.Connection).connect(
+                key[0], password=self.password or None, autocommit=autocommit
             )
         except psycopg.OperationalError as exc:
             raise connection_error(exc, self) from exc
+        if isinstance(conn, ReusableConnection):
+            conn.pool, conn.key = pool, key
+        return conn
+
+
+#: idle maintenance connections by (conninfo, password), while :func:`reusing_maintenance_connections` runs
+#: (a context variable: a thread starts without one, so it never shares a connection)
+_MAINTENANCE_POOL: ContextVar[dict[tuple[str, str | None], ReusableConnection] | None] = ContextVar(
+    "drlib_maintenance_pool", default=None
+)
+
+
+class ReusableConnection(psycopg.Connection[Any]):
+    """An autocommit maintenance connection that a ``with`` block ending cleanly gives back to the pool
+    (its session settings reset) instead of closing; an error closes it as usual."""
+
+    pool: dict[tuple[str, str | None], ReusableConnection] | None = None
+    key: tuple[str, str | None] = ("", None)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None:
+        if self.pool is not None and exc_type is None and self._give_back():
+            return
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+    def _give_back(self) -> bool:
+        if (
+            self.closed
+            or self.info.transaction_status != TransactionStatus.IDLE
+            or _MAINTENANCE_POOL.get() is not self.pool
+        ):
+            return False
+        try:
+            self.execute("RESET ALL")
+        except psycopg.Error:
+            return False
+        assert self.pool is not None
+        previous = self.pool.pop(self.key, None)
+        if previous is not None:
+            previous.close()
+        self.pool[self.key] = self
+        return True
+
+
+@contextmanager
+def reusing_maintenance_connections() -> Iterator[None]:
+    """Within the block, maintenance-database connections are logged into once and reused (a command
+    that checks, creates, renames and drops databases would otherwise authenticate for each); every one
+    is closed when the block ends. Connections to other databases are never kept: an idle one would stop
+    that database from being renamed or dropped."""
+    pool: dict[tuple[str, str | None], ReusableConnection] = {}
+    token = _MAINTENANCE_POOL.set(pool)
+    try:
+        yield
+    finally:
+        _MAINTENANCE_POOL.reset(token)
+        for conn in pool.values():
+            conn.close()
 
 
 def connection_error(exc: BaseException, target: PgTarget) -> DrlibError:

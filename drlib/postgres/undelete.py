@@ -342,13 +342,14 @@ def reinsert(
             )
         before: dict[str, int] = {}
         after: dict[str, int] = {}
+        inserted: dict[str, int] = {}
         with lconn.transaction():
             for f in found:
                 ref = f.rows.table
                 before[ref.qualified] = _count(lconn, ref)
-                _copy_rows(sconn, lconn, ref, f.missing)
-                after[ref.qualified] = _count(lconn, ref)
-    inserted = {name: after[name] - before[name] for name in after}
+                inserted[ref.qualified] = _copy_rows(sconn, lconn, ref, f.missing)
+            # counted after every insert: a trigger or rule that removed rows of another table shows too
+            after = {f.rows.table.qualified: _count(lconn, f.rows.table) for f in found}
     return ReinsertResult(inserted=inserted, live_rows_before=before, live_rows_after=after)
 
 
@@ -357,9 +358,9 @@ def _count(conn: psycopg.Connection, table: TableRef) -> int:
     return int(row[0]) if row else 0
 
 
-def _copy_rows(sconn: psycopg.Connection, lconn: psycopg.Connection, table: TableRef, missing: str) -> None:
+def _copy_rows(sconn: psycopg.Connection, lconn: psycopg.Connection, table: TableRef, missing: str) -> int:
     """The rows of ``missing`` from the scratch table into the live one (``COPY`` writes identity columns
-    as given, like ``OVERRIDING SYSTEM VALUE``; generated columns are computed again)."""
+    as given, like ``OVERRIDING SYSTEM VALUE``; generated columns are computed again); how many went in."""
     columns = _key_list(table.columns)
     source = sql.SQL("COPY (SELECT {} FROM {} s WHERE EXISTS (SELECT 1 FROM {} m WHERE {})) TO STDOUT").format(
         sql.SQL(", ").join(sql.Identifier("s", c) for c in table.columns),
@@ -368,9 +369,11 @@ def _copy_rows(sconn: psycopg.Connection, lconn: psycopg.Connection, table: Tabl
         _key_match("m", "s", table.key),
     )
     target = sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, columns)
-    with sconn.cursor().copy(source) as out, lconn.cursor().copy(target) as into:
+    into_cursor = lconn.cursor()
+    with sconn.cursor().copy(source) as out, into_cursor.copy(target) as into:
         for data in out:
             into.write(data)
+    return into_cursor.rowcount
 
 
 def _chosen_keys(table: TableRef, keys: Sequence[str]) -> sql.Composed | None:

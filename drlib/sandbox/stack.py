@@ -501,6 +501,8 @@ class Sandbox:
                 "test_account_password_secret": SECRET_NAMES["test_account"],
             },
             "billing": {"signing_secret": SECRET_NAMES["webhook_signing"]},
+            # the services' logs, and the backup jobs' (rotated ones there are what disk_full drills free)
+            "logs": {"folders": [str(self.logs), str(self.backups_root / "logs")]},
             "secrets_file": str(self.secrets_file),
         }
         connection = {

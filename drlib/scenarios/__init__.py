@@ -4,38 +4,33 @@ of the runbook's "Regular Testing". Scenario ids are part of the CLI contract.""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from drlib.exceptions import ConfigError
-from drlib.scenarios import (
-    accidental_deletion,
-    database_corruption,
-    full_system_loss,
-    postgres_database_loss,
-    prevention_checks,
-    redis_loss,
-    storage_loss,
-    verify_restore,
-    webhook_replay,
+
+if TYPE_CHECKING:
+    from drlib.scenarios.base import Scenario
+
+#: every scenario, by id: the id is also its module's name in this package (imported on first use, so a
+#: command that runs one scenario does not import them all)
+SCENARIO_IDS: tuple[str, ...] = (
+    "postgres_database_loss",
+    "storage_loss",
+    "redis_loss",
+    "full_system_loss",
+    "verify_restore",
+    "accidental_deletion",
+    "database_corruption",
+    "disk_full",
+    "webhook_replay",
+    "prevention_checks",
 )
-from drlib.scenarios.base import Scenario
 
-SCENARIOS: dict[str, Scenario] = {
-    module.SCENARIO.id: module.SCENARIO
-    for module in (
-        postgres_database_loss,
-        storage_loss,
-        redis_loss,
-        full_system_loss,
-        verify_restore,
-        accidental_deletion,
-        database_corruption,
-        webhook_replay,
-        prevention_checks,
-    )
-}
+#: every scenario by id (built on first use: see ``__getattr__``)
+SCENARIOS: dict[str, Scenario]
 
-VERIFY_SCENARIO = verify_restore.SCENARIO.id
+VERIFY_SCENARIO = "verify_restore"
 
 #: The runbook's "Regular Testing" cadence: (scenario, parameters) per drill.
 PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
@@ -53,6 +48,7 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("accidental_deletion", {}),
         ("database_corruption", {"drill_damage": "index"}),
         ("database_corruption", {"drill_damage": "table"}),
+        ("disk_full", {}),
         ("webhook_replay", {}),
         # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
         ("prevention_checks", {}),
@@ -61,9 +57,24 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
 
 
 def get_scenario(scenario_id: str) -> Scenario:
-    if scenario_id not in SCENARIOS:
-        raise ConfigError(f"unknown scenario {scenario_id!r}; known: {', '.join(SCENARIOS)}")
-    return SCENARIOS[scenario_id]
+    if scenario_id not in SCENARIO_IDS:
+        raise ConfigError(f"unknown scenario {scenario_id!r}; known: {', '.join(SCENARIO_IDS)}")
+    built: dict[str, Scenario] | None = globals().get("SCENARIOS")  # the registry, once something read it
+    return built[scenario_id] if built is not None else _load(scenario_id)
+
+
+def _load(scenario_id: str) -> Scenario:
+    scenario: Scenario = importlib.import_module(f"{__name__}.{scenario_id}").SCENARIO
+    return scenario
+
+
+def __getattr__(name: str) -> Any:
+    """``SCENARIOS``: every scenario by id, built (and kept) on first use."""
+    if name == "SCENARIOS":
+        scenarios = {scenario_id: _load(scenario_id) for scenario_id in SCENARIO_IDS}
+        globals()["SCENARIOS"] = scenarios
+        return scenarios
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def plan_scenarios(plan: str) -> tuple[tuple[str, dict[str, Any]], ...]:

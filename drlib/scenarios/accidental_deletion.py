@@ -38,6 +38,7 @@ from drlib.storage.restore import VerifiedStorageBackup, verify_storage_backup
 from drlib.storage.undelete import (
     FilesRestored,
     MissingFiles,
+    files_back_check,
     find_missing_files,
     normalise_paths,
     restore_missing_files,
@@ -394,20 +395,10 @@ class AccidentalDeletion(Runbook):
                 )
             )
             if self.reinserted is not None:
-                results.append(_kept_check(self.reinserted))
+                results.append(rows_kept_check(self.reinserted))
             results.extend(self._orphan_checks())
         if self.missing_files is not None and self.missing_files.keys:
-            live = self._live_storage()
-            expected = self._require_storage().manifest.files
-            wrong = [k for k in self.missing_files.keys if not live.exists(k) or live.sha256(k) != expected[k].sha256]
-            results.append(
-                check(
-                    "deleted_files_back",
-                    not wrong,
-                    expected="every missing file back, matching the backup's sha256",
-                    observed=wrong[:20] or f"{len(self.missing_files.keys)} file(s) back",
-                )
-            )
+            results.append(files_back_check(self._require_storage(), self.missing_files, live=self._live_storage()))
         if self.verified is not None:
             results.append(self.rpo("postgres", self.verified.backup.created_at))
         elif self.storage_verified is not None:
@@ -514,8 +505,8 @@ def _plan_lines(plan: DeletionPlan) -> list[str]:
     return lines
 
 
-def _kept_check(done: ReinsertResult) -> CheckResult:
-    """Each table has the rows it had before plus those put back: nothing written since was lost."""
+def rows_kept_check(done: ReinsertResult) -> CheckResult:
+    """Each table has the rows it had before plus those copied back: nothing written since was lost."""
     before, after, added = done.live_rows_before, done.live_rows_after, done.inserted
     return check(
         "rows_written_since_kept",

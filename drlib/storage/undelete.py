@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from drlib.checks import CheckResult, check
 from drlib.exceptions import BackupCorrupt, ParameterError
 from drlib.hashing import sha256_file
 from drlib.plans import RestorePlan
@@ -172,4 +173,18 @@ def _to_folder(
         skipped=tuple(skipped),
         bytes=sum(verified.manifest.files[k].size for k in done),
         seconds=time.monotonic() - started,
+    )
+
+
+def files_back_check(
+    backup: VerifiedStorageBackup, missing: MissingFiles, *, live: LocalStorage | S3Storage
+) -> CheckResult:
+    """``deleted_files_back``: every file that was missing is in live storage again with the backup's sha256."""
+    expected = backup.manifest.files
+    wrong = [k for k in missing.keys if not live.exists(k) or live.sha256(k) != expected[k].sha256]
+    return check(
+        "deleted_files_back",
+        not wrong,
+        expected="every missing file back, matching the backup's sha256",
+        observed=wrong[:20] or f"{len(missing.keys)} file(s) back",
     )
