@@ -8,10 +8,10 @@ written by ``drlib sandbox up``. Secrets never live in a profile file: only the 
 the environment variables (or secrets-file keys) that hold them. A password given inside
 ``DATABASE_URL``/``REDIS_URL`` is kept in memory on the loaded profile, never in ``os.environ``.
 
-The database is the one component every profile has. The application, Redis and file storage
-are optional: a profile has ``app``/``redis``/``storage`` only when some layer sets that section
-(the built-in profiles set all three; ``API_URL``, ``REDIS_URL`` and ``S3_ENDPOINT_URL`` set
-theirs), and steps that need a missing one report "not configured" instead of failing.
+The database is the one component every profile has. The application, Redis, file storage and the
+billing webhooks are optional: a profile has ``app``/``redis``/``storage``/``billing`` only when some
+layer sets that section (the built-in profiles set them all; ``API_URL``, ``REDIS_URL`` and
+``S3_ENDPOINT_URL`` set theirs), and steps that need a missing one report "not configured" instead of failing.
 
 Each profile is validated by pydantic (types, ranges, choices, unknown keys); every problem
 is reported at once in one :class:`~drlib.exceptions.ConfigError` naming file, profile and key.
@@ -145,9 +145,9 @@ Duration = Annotated[
 ]
 Controller = Literal["sandbox", "compose", "systemd", "shell"]
 #: the components a profile may leave out (a database-only profile has none of them)
-Component = Literal["app", "redis", "storage"]
-#: each optional component, and the environment variable that configures it
-OPTIONAL: dict[Component, str] = {"app": "API_URL", "redis": "REDIS_URL", "storage": "S3_ENDPOINT_URL"}
+Component = Literal["app", "redis", "storage", "billing"]
+#: each optional component, and the environment variable that configures it ("": only a profile file does)
+OPTIONAL: dict[Component, str] = {"app": "API_URL", "redis": "REDIS_URL", "storage": "S3_ENDPOINT_URL", "billing": ""}
 StorageKind = Literal["local", "s3"]
 BackupFormat = Literal["custom", "directory"]
 
@@ -327,6 +327,54 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class BillingSettings:
+    """The billing webhooks (Failure Scenarios → Webhook Replay Attack): the table the endpoint writes each
+    event to, its columns (the recovery's marks included: a duplicate is marked, never deleted), the
+    endpoint and the name of the variable holding its signing secret. Defaults: the Content Crew stack."""
+
+    events_table: str = "public.billing_events"
+    #: the primary key (a duplicate's ``duplicate_of`` points at its original's)
+    id_column: str = "id"
+    #: the payment provider's event id (Stripe's ``evt_…``)
+    event_id_column: str = "provider_event_id"
+    #: "" when the table has none
+    idempotency_key_column: str = "idempotency_key"
+    #: sha256 of the raw body; "" when the table has none
+    payload_hash_column: str = "payload_sha256"
+    amount_column: str = "amount_minor"
+    currency_column: str = "currency"
+    customer_column: str = "customer_id"
+    received_at_column: str = "received_at"
+    #: the recovery's marks
+    duplicate_of_column: str = "duplicate_of"
+    marked_at_column: str = "marked_at"
+    reversal_state_column: str = "reversal_state"
+    #: the endpoint, on the profile's [app] base_url
+    webhook_path: str = "/webhooks/billing"
+    #: the NAME of the variable (or secrets-file key) holding the signing secret
+    signing_secret: str = "BILLING_WEBHOOK_SECRET"
+    #: the header carrying ``t=<unix time>,v1=<hex HMAC-SHA256 of "t.body">``
+    signature_header: str = "Webhook-Signature"
+    #: how old a signed timestamp the endpoint accepts
+    tolerance: Duration = 300
+    #: two events with the same payload hash this close together are one event received twice
+    duplicate_window: Duration = 24 * 3600
+
+    def __post_init__(self) -> None:
+        if not _QUALIFIED.match(self.events_table):
+            raise ValueError(f"events_table {self.events_table!r} is not a table name: use table or schema.table")
+        for name, value in dataclasses.asdict(self).items():
+            if name.endswith("_column") and value and not _IDENTIFIER.match(value):
+                raise ValueError(f"{name} {value!r} is not a column name")
+        if not self.webhook_path.startswith("/"):
+            raise ValueError(f"webhook_path {self.webhook_path!r} must start with /")
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_QUALIFIED = re.compile(r"^([A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+@dataclass(frozen=True, config=_STRICT)
 class LogSettings:
     """Log folders whose rotated files (``api.log.1``, ``api.log.2.gz``, ``api.log-20260101``) older than
     ``keep_days`` days may be deleted to free disk space; a live ``*.log`` never is (files directly in each
@@ -399,7 +447,10 @@ class Profile:
     app: AppSettings | None = None
     targets: Targets = Targets()
     monitoring: MonitoringSettings = MonitoringSettings()
+    #: optional too: the billing webhooks (only a profile file sets it)
     logs: LogSettings = LogSettings()
+    #: optional too: the billing webhooks (only a profile file sets it)
+    billing: BillingSettings | None = None
     secrets_file: ProjectPath | None = None
     #: the alternative provider a provider outage fails over to (``drlib failover``)
     failover: FailoverSettings | None = None
@@ -430,7 +481,8 @@ class Profile:
 
     def configure_hint(self, component: Component) -> str:
         """How to give the profile ``component``."""
-        return f"set {OPTIONAL[component]} or add [profiles.{self.name}.{component}]"
+        section = f"add [profiles.{self.name}.{component}]"
+        return f"set {OPTIONAL[component]} or {section}" if OPTIONAL[component] else section
 
     def not_configured(self, component: Component) -> str:
         """What a step that needs ``component`` reports when the profile has no section for it."""
@@ -447,6 +499,10 @@ class Profile:
     def require_storage(self) -> StorageSettings:
         """The ``[storage]`` section; :class:`NotConfigured` when the profile has none."""
         return _required(self, "storage", self.storage)
+
+    def require_billing(self) -> BillingSettings:
+        """The ``[billing]`` section; :class:`NotConfigured` when the profile has none."""
+        return _required(self, "billing", self.billing)
 
     def secret(self, name: str, *, required: bool = True) -> str | None:
         """A secret by its variable name: from a connection URL, the environment or the secrets file."""
@@ -473,7 +529,7 @@ class Profile:
         return jsonable
 
 
-Section = TypeVar("Section", AppSettings, RedisSettings, StorageSettings)
+Section = TypeVar("Section", AppSettings, RedisSettings, StorageSettings, BillingSettings)
 
 
 def _required(profile: Profile, component: Component, section: Section | None) -> Section:

@@ -41,7 +41,7 @@ def test_manifest_records_checksum_size_version_counts_and_newest_rows(backup: B
     assert len(manifest.sha256) == 64
     assert manifest.server_version.startswith("15") or manifest.server_version[0].isdigit()
     assert set(manifest.tables) == {
-        f"public.{t}" for t in ("users", "organizations", "content_jobs", "content_artifacts")
+        f"public.{t}" for t in ("users", "organizations", "content_jobs", "content_artifacts", "billing_events")
     }
     with target.connect() as conn:
         jobs = conn.execute("SELECT count(*), max(created_at) FROM content_jobs").fetchone()

@@ -151,7 +151,8 @@ def test_the_scenarios_declare_their_drill_objectives() -> None:
     assert SCENARIOS["database_corruption"].sandbox_only  # it overwrites the cluster's files, server stopped
     assert SCENARIOS["disk_full"].sandbox_only  # it mounts a filesystem over the backups folder
     assert SCENARIOS["provider_outage"].sandbox_only  # it stops the provider's servers
-    only = ("full_system_loss", "database_corruption", "disk_full", "provider_outage")
+    assert SCENARIOS["webhook_replay"].sandbox_only  # it restarts the sandbox's API without webhook protection
+    only = ("full_system_loss", "database_corruption", "disk_full", "provider_outage", "webhook_replay")
     assert not any(s.sandbox_only for s in SCENARIOS.values() if s.id not in only)
 
 

@@ -19,10 +19,17 @@ class HttpResponse:
 
 
 def http_request(
-    method: str, url: str, *, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 5
+    method: str,
+    url: str,
+    *,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5,
+    raw: bytes | None = None,
 ) -> HttpResponse:
-    """One HTTP request; a connection failure comes back as status 0 with the reason."""
-    data = json.dumps(body).encode() if body is not None else None
+    """One HTTP request with ``body`` as JSON (or the bytes ``raw`` exactly as given, e.g. a signed webhook);
+    a connection failure comes back as status 0 with the reason."""
+    data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
     status, raw, reason = _send(
         method, url, data=data, headers={"Content-Type": "application/json", **(headers or {})}, timeout=timeout
     )

@@ -1,15 +1,22 @@
 """The sample HTTP API the runbook checks, reading and writing the real database and storage.
 
 Endpoints: ``GET /health`` (database, redis and storage status), ``POST /v1/auth/login``,
-``POST /v1/content-jobs`` (bearer token from login) and ``GET|HEAD /v1/storage/<path>``.
+``POST /v1/content-jobs`` (bearer token from login), ``GET|HEAD /v1/storage/<path>`` and
+``POST /webhooks/billing`` (signed billing events, written to ``billing_events``).
 Run as ``python -m drlib.sandbox.api --config connection.json``; secrets come from the
-environment (``PGPASSWORD``, ``REDIS_PASSWORD``). Logs go to stdout with levels, so the
+environment (``PGPASSWORD``, ``REDIS_PASSWORD``, ``WEBHOOK_SIGNING_SECRET``).
+
+The billing webhook's protection: a signature over ``timestamp.body`` (``Webhook-Signature:
+t=…,v1=…``, HMAC-SHA256), a timestamp within 300 s, and each provider event id and idempotency key
+taken once (401, 400, 409). ``--no-webhook-protection`` (a drill's fault) checks nothing and records
+every request, with whether its signature held. Logs go to stdout with levels, so the
 runbook's log scan (``grep -i error``) has something real to read.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import mimetypes
@@ -24,6 +31,8 @@ from typing import Any
 import psycopg
 import redis
 
+from drlib.billing.events import SIGNATURE_HEADER, TOLERANCE_SECONDS, WEBHOOK_PATH, BillingEvent, parse_event
+from drlib.billing.signing import verify
 from drlib.sandbox.seed import verify_password
 
 log = logging.getLogger("content-crew-api")
@@ -77,6 +86,7 @@ class Backends:
 
 class Handler(BaseHTTPRequestHandler):
     backends: Backends
+    webhook_protection = True
     server_version = "ContentCrewSandbox/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -118,6 +128,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._login()
             elif self.path == "/v1/content-jobs":
                 self._create_job()
+            elif self.path == WEBHOOK_PATH:
+                self._billing_webhook()
             else:
                 self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
         except (psycopg.Error, redis.RedisError) as exc:
@@ -155,6 +167,66 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.CREATED, {"id": row[0], "created_at": row[1].isoformat()})
 
+    def _billing_webhook(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        verdict = verify(
+            os.environ.get("WEBHOOK_SIGNING_SECRET", ""),
+            raw,
+            self.headers.get(SIGNATURE_HEADER),
+            tolerance=TOLERANCE_SECONDS,
+        )
+        if self.webhook_protection and not verdict.ok:
+            log.warning("billing webhook refused: %s", verdict.reason)
+            status = HTTPStatus.BAD_REQUEST if verdict.signed else HTTPStatus.UNAUTHORIZED
+            self._send(status, {"error": verdict.reason})
+            return
+        event = parse_event(raw)
+        if event is None:
+            self._send(HTTPStatus.BAD_REQUEST, {"error": "not a billing event"})
+            return
+        with self.backends.database() as conn, conn.transaction():
+            taken = self._already_received(conn, event) if self.webhook_protection else None
+            if taken is None:
+                row = conn.execute(
+                    "INSERT INTO billing_events (provider_event_id, idempotency_key, event_type, customer_id, "
+                    "amount_minor, currency, payload, payload_sha256, signature_verified) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    (
+                        event.event_id,
+                        event.idempotency_key,
+                        event.event_type,
+                        event.customer,
+                        event.amount,
+                        event.currency,
+                        raw.decode(),
+                        hashlib.sha256(raw).hexdigest(),
+                        verdict.signed,
+                    ),
+                ).fetchone()
+        if taken is not None:
+            log.warning("billing webhook refused: event %s already received (%s)", event.event_id, taken)
+            self._send(HTTPStatus.CONFLICT, {"error": f"already received ({taken})"})
+            return
+        log.info("billing event %s recorded as %s", event.event_id, row[0] if row else None)
+        self._send(HTTPStatus.OK, {"received": row[0] if row else None})
+
+    @staticmethod
+    def _already_received(conn: psycopg.Connection, event: BillingEvent) -> str | None:
+        """What an earlier event shares with ``event`` (its provider event id or idempotency key), if any;
+        the keys are locked to the end of the transaction, so two deliveries at once cannot both pass."""
+        keys = [("provider event id", event.event_id), ("idempotency key", event.idempotency_key)]
+        for _, key in keys:
+            if key:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"billing:{key}",))
+        row = conn.execute(
+            "SELECT provider_event_id = %s FROM billing_events WHERE provider_event_id = %s "
+            "OR (%s::text IS NOT NULL AND idempotency_key = %s) LIMIT 1",
+            (event.event_id, event.event_id, event.idempotency_key, event.idempotency_key),
+        ).fetchone()
+        if row is None:
+            return None
+        return keys[0][0] if row[0] else keys[1][0]
+
     def _serve_file(self, key: str) -> None:
         root = self.backends.storage_root.resolve()
         path = (root / key).resolve()
@@ -169,11 +241,19 @@ class Handler(BaseHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Content Crew sample API (drlib sandbox)")
     parser.add_argument("--config", required=True, type=Path, help="sandbox connection.json")
+    parser.add_argument(
+        "--no-webhook-protection",
+        action="store_true",
+        help="a drill's fault: accept billing webhooks without checking signature, timestamp or replays",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.Formatter.converter = time.gmtime  # log times in UTC, as drlib's log scan reads them
     connection = json.loads(args.config.read_text(encoding="utf-8"))
     Handler.backends = Backends(connection["profile"])
+    Handler.webhook_protection = not args.no_webhook_protection
+    if not Handler.webhook_protection:
+        log.warning("billing webhook protection is OFF: signatures, timestamps and replays are not checked")
     host, port = connection["services"]["api"]["host"], connection["services"]["api"]["port"]
     server = ThreadingHTTPServer((host, port), Handler)
     log.info("listening on http://%s:%s", host, port)

@@ -2,8 +2,10 @@
 
 Organizations, users (one known test account), content jobs with ``created_at`` spread over
 90 days, and content artifacts whose ``storage_key`` points at real files in storage.
-Foreign keys link the tables as a real schema would. Rows are generated server-side with
-``generate_series`` so even the benchmark size (over 1 GB) seeds in a minute or two.
+Foreign keys link the tables as a real schema would. ``billing_events`` holds what the billing webhook
+received (each event once: the seed has no duplicates), with the columns a replay's recovery marks.
+Rows are generated server-side with ``generate_series`` so even the benchmark size (over 1 GB) seeds
+in a minute or two.
 """
 
 from __future__ import annotations
@@ -52,6 +54,30 @@ CREATE TABLE IF NOT EXISTS content_artifacts (
 );
 CREATE INDEX IF NOT EXISTS content_artifacts_job_id_idx ON content_artifacts(job_id);
 """
+
+#: what the billing webhook endpoint writes; a duplicate is marked (duplicate_of, reversal_state), never deleted
+BILLING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS billing_events (
+    id bigserial PRIMARY KEY,
+    provider_event_id text NOT NULL,
+    idempotency_key text,
+    event_type text NOT NULL,
+    customer_id text NOT NULL,
+    amount_minor bigint NOT NULL,
+    currency text NOT NULL,
+    payload jsonb NOT NULL,
+    payload_sha256 text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    signature_verified boolean NOT NULL,
+    duplicate_of bigint REFERENCES billing_events(id),
+    marked_at timestamptz,
+    reversal_state text CHECK (reversal_state IN ('requested', 'not_needed', 'sent'))
+);
+CREATE INDEX IF NOT EXISTS billing_events_provider_event_id_idx ON billing_events(provider_event_id);
+CREATE INDEX IF NOT EXISTS billing_events_idempotency_key_idx ON billing_events(idempotency_key);
+CREATE INDEX IF NOT EXISTS billing_events_payload_sha256_idx ON billing_events(payload_sha256);
+"""
+BILLING_SEED_EVENTS = 30
 
 #: artifact_type -> (storage folder, file extension)
 ARTIFACT_KINDS = {
@@ -159,9 +185,31 @@ def seed_database(conn: psycopg.Connection, *, size: SeedSize, test_password: st
             "VALUES (1, 'voiceover_audio', 'voiceovers/test.wav', '', 64, now() - interval '89 days')"
         )
         cur.execute("UPDATE content_artifacts SET storage_url = '/v1/storage/' || storage_key")
+    seed_billing(conn)
     with conn.cursor() as cur:
         conn.autocommit = True
         cur.execute("ANALYZE")
+
+
+def seed_billing(conn: psycopg.Connection) -> None:
+    """``billing_events`` with a month of paid invoices, each received once."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(BILLING_SCHEMA)
+        cur.execute(
+            "INSERT INTO billing_events (provider_event_id, idempotency_key, event_type, customer_id, amount_minor, "
+            "currency, payload, payload_sha256, received_at, signature_verified) "
+            "SELECT id, idem, 'invoice.paid', customer, amount, 'usd', payload, "
+            "encode(sha256(convert_to(payload::text, 'UTF8')), 'hex'), received_at, true FROM ("
+            "  SELECT id, idem, customer, amount, received_at, jsonb_build_object('id', id, 'object', 'event', "
+            "  'type', 'invoice.paid', 'created', extract(epoch FROM received_at)::bigint, "
+            "  'request', jsonb_build_object('idempotency_key', idem), 'data', jsonb_build_object('object', "
+            "  jsonb_build_object('customer', customer, 'amount', amount, 'currency', 'usd'))) AS payload FROM ("
+            "    SELECT 'evt_seed_' || g AS id, 'idem_seed_' || g AS idem, 'cus_seed_' || (1 + g %% 12) AS customer, "
+            "    (ARRAY[999, 1999, 4999])[1 + g %% 3] AS amount, "
+            "    now() - interval '30 days' + g * interval '23 hours' AS received_at "
+            "    FROM generate_series(1, %s) g) e) p",
+            (BILLING_SEED_EVENTS,),
+        )
 
 
 def write_artifact_files(conn: psycopg.Connection, storage_root: Path, *, size: SeedSize) -> int:

@@ -61,7 +61,10 @@ SECRET_NAMES = {
     "s3_access_key": "DRLIB_SANDBOX_AWS_ACCESS_KEY_ID",
     "s3_secret_key": "DRLIB_SANDBOX_AWS_SECRET_ACCESS_KEY",
     "test_account": "DRLIB_SANDBOX_TEST_ACCOUNT_PASSWORD",
+    "webhook_signing": "DRLIB_SANDBOX_WEBHOOK_SIGNING_SECRET",
 }
+#: in the sandbox folder while the API runs with its webhook protection switched off (a drill's fault)
+PROTECTION_OFF_MARKER = "webhook-protection-off"
 LOCK_TIMEOUT = 600.0  # seconds a second ``up``/``down`` waits for the first (seeding can take minutes)
 
 
@@ -218,9 +221,11 @@ class Sandbox:
 
     def _secrets(self) -> dict[str, str]:
         values = read_secrets_file(self.secrets_file)
-        if not all(name in values for name in SECRET_NAMES.values()):
-            values = {name: secrets.token_urlsafe(18) for name in SECRET_NAMES.values()}
-            values[SECRET_NAMES["s3_access_key"]] = "DRLIB" + secrets.token_hex(8).upper()
+        missing = [name for name in SECRET_NAMES.values() if name not in values]
+        if missing:  # a new sandbox, or one made before a secret was added: the existing ones are kept
+            values |= {name: secrets.token_urlsafe(18) for name in missing}
+            if SECRET_NAMES["s3_access_key"] in missing:
+                values[SECRET_NAMES["s3_access_key"]] = "DRLIB" + secrets.token_hex(8).upper()
             write_secrets_file(self.secrets_file, values)
         for value in values.values():
             register_secret(value)
@@ -368,11 +373,14 @@ class Sandbox:
                 conn.execute(f'DROP DATABASE IF EXISTS "{leftover}" WITH (FORCE)')
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
             if exists and self._seeded(port, password):
-                if not self.storage_root.is_dir():  # a storage drill cut short: rebuild the tree from the rows
-                    with psycopg.connect(
-                        host="127.0.0.1", port=port, user=DB_USER, dbname=DB_NAME, password=password
-                    ) as db:
+                with psycopg.connect(
+                    host="127.0.0.1", port=port, user=DB_USER, dbname=DB_NAME, password=password
+                ) as db:
+                    if not self.storage_root.is_dir():  # a storage drill cut short: rebuild the tree from the rows
                         seed.write_artifact_files(db, self.storage_root, size=seed_size)
+                    billing = db.execute("SELECT to_regclass('public.billing_events')").fetchone()
+                    if not (billing and billing[0]):  # seeded before the table existed
+                        seed.seed_billing(db)
                 return
             if exists:  # there, but without the application's tables: start it again
                 conn.execute(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)')
@@ -389,19 +397,29 @@ class Sandbox:
         return bool(row and row[0])
 
     def _ensure_api(self, port: int) -> None:
-        if self._ours("api") and port_is_open(port):
+        if self._ours("api") and port_is_open(port) and self.webhook_protection_on():
             return
         self.start_api()
 
-    def start_api(self) -> int:
+    @property
+    def _protection_off_marker(self) -> Path:
+        return self.folder / PROTECTION_OFF_MARKER
+
+    def webhook_protection_on(self) -> bool:
+        """Whether the API was started with its billing webhook's protection (the default)."""
+        return not self._protection_off_marker.exists()
+
+    def start_api(self, *, webhook_protection: bool = True) -> int:
         """Start the sample API (the sandbox's ``docker compose start api``) unless ours already
-        listens; return its pid. Never starts a second API."""
+        listens with the webhook protection asked for; return its pid. Never starts a second API.
+        ``webhook_protection=False`` (a drill's fault) restarts it without signature, timestamp and
+        replay checks; any later start without it (``sandbox up`` included) switches them on again."""
         with self._locked():
             port = self._ports()["api"]
             current = self._ours("api")
-            if current and port_is_open(port):
+            if current and port_is_open(port) and self.webhook_protection_on() == webhook_protection:
                 return current.pid
-            stop_process(current, timeout=10)  # ours but not listening: hung
+            stop_process(current, timeout=10)  # hung, or running with the other protection
             self._refuse_taken_port(port, "sample API")
             values = self._secrets()
             config, password = api_settings(self, values)  # the alternative's database while failed over
@@ -409,12 +427,15 @@ class Sandbox:
                 **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
                 "PGPASSWORD": password,
                 "REDIS_PASSWORD": values[SECRET_NAMES["redis"]],
+                "WEBHOOK_SIGNING_SECRET": values[SECRET_NAMES["webhook_signing"]],
             }
-            record = spawn(
-                [sys.executable, "-m", "drlib.sandbox.api", "--config", str(config)],
-                log=self.api_log,
-                env=env,
-            )
+            argv = [sys.executable, "-m", "drlib.sandbox.api", "--config", str(config)]
+            if webhook_protection:
+                self._protection_off_marker.unlink(missing_ok=True)
+            else:
+                self._protection_off_marker.write_text("the API runs without webhook protection\n", encoding="utf-8")
+                argv.append("--no-webhook-protection")
+            record = spawn(argv, log=self.api_log, env=env)
             self._save_pid("api", record)
             wait_for_port(port, what="sample API", timeout=30, log=self.api_log)
             return record.pid
@@ -485,6 +506,7 @@ class Sandbox:
                 "test_account_email": seed.TEST_ACCOUNT_EMAIL,
                 "test_account_password_secret": SECRET_NAMES["test_account"],
             },
+            "billing": {"signing_secret": SECRET_NAMES["webhook_signing"]},
             # the services' logs, and the backup jobs' (rotated ones there are what disk_full drills free)
             "logs": {"folders": [str(self.logs), str(self.backups_root / "logs")]},
             "secrets_file": str(self.secrets_file),
@@ -532,9 +554,16 @@ class Sandbox:
                     secret_key=values.get(SECRET_NAMES["s3_secret_key"], ""),
                 ),
             ),
-            _service("api", api.pid if api else None, api_url, lambda: probe_api(api_url)),
+            _service("api", api.pid if api else None, api_url, lambda: self._probe_api(api_url)),
         )
         return SandboxStatus(folder=self.folder, services=services, alternative=AlternativeProvider(self).status())
+
+    def _probe_api(self, url: str) -> tuple[bool, str]:
+        """``/health``, and the billing webhook's protection: an API running without it is not healthy."""
+        healthy, detail = probe_api(url)
+        if self.webhook_protection_on():
+            return healthy, detail
+        return False, f"{detail}; billing webhook protection OFF (drlib sandbox up restarts the API with it)"
 
     def down(self, *, purge: bool = False) -> None:
         """Stop every process the sandbox started (never one that merely reuses a recorded pid).

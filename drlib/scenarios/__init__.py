@@ -23,8 +23,9 @@ SCENARIO_IDS: tuple[str, ...] = (
     "accidental_deletion",
     "database_corruption",
     "disk_full",
-    "provider_outage",
+    "webhook_replay",
     "ransomware",
+    "provider_outage",
     "prevention_checks",
 )
 
@@ -50,8 +51,9 @@ PLANS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
         ("database_corruption", {"drill_damage": "index"}),
         ("database_corruption", {"drill_damage": "table"}),
         ("disk_full", {}),
-        ("provider_outage", {}),
+        ("webhook_replay", {}),
         ("ransomware", {}),
+        ("provider_outage", {}),
         # Prevention Measures: the monitoring checks, after the drills (they leave fresh backups)
         ("prevention_checks", {}),
     ),

@@ -55,7 +55,12 @@ COMMON_PARAMS: tuple[Param, ...] = (
 )
 
 #: how messages name each optional component
-COMPONENT_NAMES: dict[Component, str] = {"app": "an application", "redis": "Redis", "storage": "file storage"}
+COMPONENT_NAMES: dict[Component, str] = {
+    "app": "an application",
+    "redis": "Redis",
+    "storage": "file storage",
+    "billing": "billing webhooks",
+}
 
 
 def refuse_without(profile: Profile, needs: tuple[Component, ...], *, what: str) -> None:
