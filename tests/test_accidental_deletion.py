@@ -241,6 +241,33 @@ def test_a_tree_of_rows_comes_back_whole_parents_first_with_secret_keys_masked(m
         reinsert(shifts, live=live, scratch=scratch, table="shifts", confirm=True)
 
 
+def test_a_table_reached_along_two_keys_gets_the_rows_of_both(make_db: Made, tmp_path: Path) -> None:
+    live = make_db(
+        "CREATE TABLE customers (id int PRIMARY KEY)",
+        "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers)",
+        # a payment hangs from an order, from a customer (credit), or both
+        "CREATE TABLE payments (id int PRIMARY KEY, customer_id int REFERENCES customers, "
+        "order_id int REFERENCES orders)",
+        "INSERT INTO customers VALUES (1), (2)",
+        "INSERT INTO orders VALUES (10, 1), (20, 2)",
+        "INSERT INTO payments VALUES (100, 1, NULL), (101, NULL, 10), (102, 1, 10), (200, 2, 20), (201, NULL, 20)",
+    )
+    verified = verify_backup(backup_database(target=live, backup_dir=tmp_path))
+    run(
+        live,
+        "DELETE FROM payments WHERE customer_id = 1 OR order_id = 10",
+        "DELETE FROM orders WHERE customer_id = 1",
+        "DELETE FROM customers WHERE id = 1",
+    )
+    restore_to_new_database(verified, target=live, jobs=1, confirm=True, new_name=f"{live.name}_scratch")
+    scratch = live.with_database(f"{live.name}_scratch")
+    plan = find_deleted(live=live, scratch=scratch, table="customers", keys=["1"])
+    found = {t.table.qualified: t.keys for t in plan.tables}
+    assert found["public.payments"] == ("100", "101", "102"), found  # 101 only through its order
+    reinsert(plan, live=live, scratch=scratch, table="customers", keys=["1"], confirm=True)
+    assert count(live, "SELECT count(*) FROM payments") == 5
+
+
 # -- files -----------------------------------------------------------------------------------------
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[LocalStorage, Path]:

@@ -261,7 +261,7 @@ def _keys_where(conn: psycopg.Connection, condition: str) -> set[tuple[str, str]
 
 
 def _find_nulled(
-    sconn: psycopg.Connection, lconn: psycopg.Connection, table: TableRef, fk: ForeignKey, scope: str, index: int
+    sconn: psycopg.Connection, lconn: psycopg.Connection, table: TableRef, fk: ForeignKey, scope: str, index: str
 ) -> _Nulled:
     """The rows of ``scope`` that the backup links through ``fk`` and the live database has with NULL there."""
     live_nulled, nulled = f"drlib_live_null_{index}", f"drlib_nulled_{index}"
@@ -297,79 +297,140 @@ def _discover(
     """The deleted rows, parents first, their keys left in temporary tables of ``sconn``'s session.
 
     Each table has a scope in the backup: for the chosen table the rows of ``keys`` (whether the live
-    database still has them or not), or without keys the rows it lost; for a table below it the rows
-    that reference its parent's scope. What the live database lacks of each scope is what was deleted,
-    so a job deleted under a user who is still there is found too."""
+    database still has them or not), or without keys the rows it lost; for a table below it every row
+    that references a row in the scope of any of its parents (through every foreign key, grown until
+    nothing is added, so a table reached along two paths gets the rows of both). What the live database
+    lacks of each scope is what was deleted, so a job deleted under a user who is still there is found too."""
     root = _table(sconn, table)
     # the live database has it too (else a dropped table, not deleted rows)
     _table(lconn, root.qualified, where="the live database")
     every_fk = discover_foreign_keys(sconn, scratch.settings)
     fks = every_fk if dependants else []
+    tables, via = _reachable(sconn, root, fks)
+    scopes = {t.qualified: f"drlib_scope_{i}" for i, t in enumerate(tables)}
+    live_keys = {t.qualified: f"drlib_live_{i}" for i, t in enumerate(tables)}
+    _copy_live_keys(lconn, sconn, root, live_keys[root.qualified])
+    for current in tables:
+        in_scope = (
+            (_chosen_keys(current, keys) or _absent(current, live_keys[current.qualified]))
+            if current is root
+            else sql.SQL("false")
+        )
+        sconn.execute(
+            sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} s WHERE {}").format(
+                sql.Identifier(scopes[current.qualified]), _key_columns(current), current.ident, in_scope
+            )
+        )
+    _grow_scopes(sconn, tables, scopes, fks)
     set_null = _keys_where(sconn, "con.confdeltype = 'n'") if dependants else set()
     nulled: list[_Nulled] = []
     found: list[_Found] = []
     not_missing: dict[str, str] = {}
-    #: (table, the key followed to it, its parent and the parent's scope table)
-    queue: list[tuple[TableRef, ForeignKey | None, TableRef | None, str]] = [(root, None, None, "")]
-    seen = {root.qualified}
-    for index, (current, via, parent, parent_scope) in enumerate(queue):
-        live_keys, scope, missing = f"drlib_live_{index}", f"drlib_scope_{index}", f"drlib_missing_{index}"
-        _copy_live_keys(lconn, sconn, current, live_keys)
-        absent = sql.SQL("NOT EXISTS (SELECT 1 FROM {} l WHERE {})").format(
-            sql.Identifier(live_keys), _key_match("l", "s", current.key)
-        )
-        if parent is None:
-            in_scope = _chosen_keys(current, keys) or absent
-        else:
-            assert via is not None
-            in_scope = sql.SQL("EXISTS (SELECT 1 FROM {} p JOIN {} m ON {} WHERE {})").format(
-                parent.ident, sql.Identifier(parent_scope), _key_match("m", "p", parent.key), _links(via, "p", "s")
-            )
-        key_columns = sql.SQL(", ").join(sql.Identifier("s", c) for c in current.key)
-        sconn.execute(
-            sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} s WHERE {}").format(
-                sql.Identifier(scope), key_columns, current.ident, in_scope
-            )
-        )
-        _add_descendants(sconn, current, scope, [fk for fk in fks if fk.child == fk.parent == current.qualified])
-        if via is not None and (via.child, via.name) in set_null:
-            nulled.append(_find_nulled(sconn, lconn, current, via, scope, index))
+    for index, current in enumerate(tables):
+        scope = scopes[current.qualified]
+        if current is not root and not _rows_in(sconn, scope):
+            continue
+        if current is not root:
+            _copy_live_keys(lconn, sconn, current, live_keys[current.qualified])
+        for n, fk in enumerate(_into(fks, current, scopes)):
+            if (fk.child, fk.name) in set_null:
+                nulled.append(_find_nulled(sconn, lconn, current, fk, scope, f"{index}_{n}"))
+        missing = f"drlib_missing_{index}"
         sconn.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} AS SELECT {} FROM {} s WHERE EXISTS (SELECT 1 FROM {} c WHERE {}) AND {}"
             ).format(
                 sql.Identifier(missing),
-                key_columns,
+                _key_columns(current),
                 current.ident,
                 sql.Identifier(scope),
                 _key_match("c", "s", current.key),
-                absent,
+                _absent(current, live_keys[current.qualified]),
             )
         )
         count = _rows_in(sconn, missing)
-        if parent is None and keys:
+        if current is root and keys:
             not_missing = _not_missing(sconn, current, keys, missing)
-        if count or parent is None:
+        if count or current is root:
             sample_keys, sample = _sample(sconn, current, missing, _secret_columns(current, every_fk))
             rows = DeletedRows(
                 table=current,
                 count=count,
                 keys=sample_keys,
                 sample=sample,
-                via=via.label if via else "",
+                via=via[current.qualified].label if current.qualified in via else "",
                 storage_keys=_storage_keys(sconn, current, missing),
                 digest=_digest(sconn, current, missing),
             )
             found.append(_Found(rows=rows, missing=missing))
-        if not _rows_in(sconn, scope):
-            continue
-        for fk in _children(fks, current):
-            if fk.child not in seen:
-                seen.add(fk.child)
-                queue.append((_table(sconn, fk.child), fk, current, scope))
     deferrable = _keys_where(sconn, "con.condeferrable") if dependants else set()
     ordering = [fk for fk in fks if (fk.child, fk.name) not in deferrable]  # those are checked at commit
     return _parents_first(found, ordering), not_missing, [n for n in nulled if n.count]
+
+
+def _reachable(
+    conn: psycopg.Connection, root: TableRef, fks: list[ForeignKey]
+) -> tuple[list[TableRef], dict[str, ForeignKey]]:
+    """Every table below ``root`` through ``fks``, breadth first, and the key each was first reached by."""
+    tables = [root]
+    via: dict[str, ForeignKey] = {}
+    for current in tables:
+        for fk in _children(fks, current):
+            if fk.child != root.qualified and fk.child not in via:
+                via[fk.child] = fk
+                tables.append(_table(conn, fk.child))
+    return tables, via
+
+
+def _into(fks: list[ForeignKey], table: TableRef, scopes: dict[str, str]) -> list[ForeignKey]:
+    """The keys from ``table`` to another table with a scope (what brings rows into its scope)."""
+    return [fk for fk in fks if fk.child == table.qualified and fk.parent != fk.child and fk.parent in scopes]
+
+
+def _grow_scopes(
+    conn: psycopg.Connection, tables: list[TableRef], scopes: dict[str, str], fks: list[ForeignKey]
+) -> None:
+    """Add to each table's scope the rows that reference a row in a parent's scope (every key, the
+    self-referencing ones too), again and again until a whole pass adds nothing. The chosen table (the
+    first) grows only through its self-referencing keys: a key back to it from below does not widen what
+    the operator chose."""
+    refs = {t.qualified: t for t in tables}
+    while True:
+        added = 0
+        for table in tables:
+            scope = scopes[table.qualified]
+            self_keys = [fk for fk in fks if fk.child == fk.parent == table.qualified]
+            for fk in [*(_into(fks, table, scopes) if table is not tables[0] else []), *self_keys]:
+                parent = refs[fk.parent]
+                added += conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {scope} SELECT {cols} FROM {table} s WHERE EXISTS (SELECT 1 FROM {parent} p "
+                        "JOIN {parent_scope} m ON {parent_in_scope} WHERE {links}) "
+                        "AND NOT EXISTS (SELECT 1 FROM {scope} c WHERE {in_scope})"
+                    ).format(
+                        scope=sql.Identifier(scope),
+                        cols=_key_columns(table),
+                        table=table.ident,
+                        parent=parent.ident,
+                        parent_scope=sql.Identifier(scopes[parent.qualified]),
+                        parent_in_scope=_key_match("m", "p", parent.key),
+                        links=_links(fk, "p", "s"),
+                        in_scope=_key_match("c", "s", table.key),
+                    )
+                ).rowcount
+        if not added:
+            return
+
+
+def _key_columns(table: TableRef) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier("s", c) for c in table.key)
+
+
+def _absent(table: TableRef, live_keys: str) -> sql.Composed:
+    """``s`` (a row of the backup) is not among the live database's keys copied into ``live_keys``."""
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM {} l WHERE {})").format(
+        sql.Identifier(live_keys), _key_match("l", "s", table.key)
+    )
 
 
 def _links(fk: ForeignKey, parent: str, child: str) -> sql.Composed:
@@ -378,30 +439,6 @@ def _links(fk: ForeignKey, parent: str, child: str) -> sql.Composed:
         sql.SQL("{} = {}").format(sql.Identifier(parent, pc), sql.Identifier(child, cc))
         for cc, pc in zip(fk.columns, fk.parent_columns, strict=True)
     )
-
-
-def _add_descendants(conn: psycopg.Connection, table: TableRef, scope: str, self_keys: list[ForeignKey]) -> None:
-    """Grow ``scope`` with every row below its rows through the table's self-referencing keys (a tree of
-    rows: a manager's reports, their reports …), until no row is added."""
-    while self_keys:
-        added = 0
-        for key in self_keys:
-            added += conn.execute(
-                sql.SQL(
-                    "INSERT INTO {scope} SELECT {cols} FROM {table} s WHERE EXISTS (SELECT 1 FROM {table} p "
-                    "JOIN {scope} m ON {parent_in_scope} WHERE {links}) "
-                    "AND NOT EXISTS (SELECT 1 FROM {scope} c WHERE {in_scope})"
-                ).format(
-                    scope=sql.Identifier(scope),
-                    cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in table.key),
-                    table=table.ident,
-                    parent_in_scope=_key_match("m", "p", table.key),
-                    links=_links(key, "p", "s"),
-                    in_scope=_key_match("c", "s", table.key),
-                )
-            ).rowcount
-        if not added:
-            return
 
 
 def _parents_first(found: list[_Found], fks: list[ForeignKey]) -> list[_Found]:
