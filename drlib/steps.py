@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 DryRun = Literal["run", "plan", "skip"]
 
 
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A step's table of ``rows`` (pandas is imported here, when a notebook or report shows it: call it
+    from ``Outcome.table``'s callable)."""
+    return pd.DataFrame(rows)
+
+
 @dataclass(frozen=True)
 class StepDoc:
     """The notebook text of a step: every step has all four parts."""

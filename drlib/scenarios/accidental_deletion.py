@@ -39,7 +39,7 @@ from drlib.postgres.verify import orphan_checks
 from drlib.preflight import stack_reachable
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.staging import DrillSetup, fail_after_backup, is_content_crew, write_rows_after_backup
-from drlib.steps import Outcome, StepSpec, step
+from drlib.steps import Outcome, StepSpec, frame, step
 from drlib.storage.backends import LocalStorage, S3Storage, live_storage
 from drlib.storage.backup import archive_local
 from drlib.storage.catalogue import catalogue_for, restorable, select_storage_backup
@@ -254,7 +254,7 @@ class AccidentalDeletion(Runbook):
                         )
                     ]
                 ),
-                table=lambda: _frame([{"table": name, "rows missing": n} for name, n in counts.items()]),
+                table=lambda: frame([{"table": name, "rows missing": n} for name, n in counts.items()]),
             )
         self.plan = find_deleted(
             live=self.target,
@@ -282,7 +282,7 @@ class AccidentalDeletion(Runbook):
                 "files they point at": sum(len(t.storage_keys) for t in plan.tables),
             },
             checks=Checks(results),
-            table=lambda: _frame(
+            table=lambda: frame(
                 [{"table": t.table.qualified, "via": t.via, **row} for t in plan.tables for row in t.sample]
             ),
         )
@@ -324,7 +324,7 @@ class AccidentalDeletion(Runbook):
                     )
                 ]
             ),
-            table=lambda: _frame([{"file": key} for key in missing.keys[:200]]),
+            table=lambda: frame([{"file": key} for key in missing.keys[:200]]),
         )
 
     # Step 5 ------------------------------------------------------------------------------
@@ -567,12 +567,6 @@ def rows_kept_check(done: ReinsertResult) -> CheckResult:
         expected="each table: its rows before + those put back",
         observed={n: f"{before[n]} + {added[n]} = {after[n]}" for n in added},
     )
-
-
-def _frame(rows: list[dict[str, Any]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(rows)
 
 
 # -- drills ---------------------------------------------------------------------------------

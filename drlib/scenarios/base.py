@@ -154,6 +154,11 @@ class Runbook:
                 record.detail = "dry run: nothing changed"
         return outcome
 
+    def record_step(self, method: str, title: str, facts: dict[str, Any]) -> Outcome:
+        """Record step ``method`` (a composite step's part the runbook decided not to do) with only ``facts``."""
+        spec = next(s for s in self.steps() if s.method == method)
+        return self.run_step(spec, lambda: Outcome(title, facts=facts))
+
     def _not_configured(self, spec: StepSpec, record: StepRecord, detail: str) -> Outcome:
         """Record a step that needs a component the profile lacks: not run, not failed."""
         record.status = "not_configured"

@@ -24,7 +24,7 @@ from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.scenarios.postgres_database_loss import PostgresDatabaseLoss, named_backup_checks
 from drlib.services import controller_for, stopped_check
 from drlib.staging import DrillSetup, fail_after_backup, write_rows_after_backup
-from drlib.steps import Outcome, step
+from drlib.steps import Outcome, frame, step
 
 #: what the drill damages in the sandbox's Content Crew database, per ``drill_damage``
 DRILL_DAMAGE: dict[str, dict[str, Damage]] = {
@@ -120,7 +120,7 @@ class DatabaseCorruption(Runbook):
             "Detect corruption",
             facts=facts,
             checks=found.checks(warn_only=True),
-            table=(lambda: _frame(found.rows())) if found.damaged else None,
+            table=(lambda: frame(found.rows())) if found.damaged else None,
         )
 
     # Step 1 -------------------------------------------------------------------------------
@@ -222,11 +222,11 @@ class DatabaseCorruption(Runbook):
         repair_planned = bool(found.repairable_indexes) and self.values["repair"]
         # in a dry run nothing was rebuilt: a planned repair is taken to work
         if remaining.clean or not (remaining.needs_restore or self.confirm or not repair_planned):
-            return self._record_no_restore(
-                "not needed: " + ("nothing damaged" if remaining.clean else "the repair rebuilds what is damaged")
-            )
+            why = "not needed: " + ("nothing damaged" if remaining.clean else "the repair rebuilds what is damaged")
+            return self.record_step("restore_from_backup", "Restore from backup", {"restore": why})
         if not self.values["restore"]:
-            return self._record_no_restore(f"not done (restore = False); still damaged: {remaining.describe()}")
+            why = f"not done (restore = False); still damaged: {remaining.describe()}"
+            return self.record_step("restore_from_backup", "Restore from backup", {"restore": why})
         outcomes = [
             self.database.pre_restore_checklist(),
             self.database.restore_database(),
@@ -265,7 +265,7 @@ class DatabaseCorruption(Runbook):
             "Verify",
             facts={"damaged": after.describe(), "seconds": after.seconds},
             checks=after.checks(prefix="verify:"),
-            table=(lambda: _frame(after.rows())) if after.damaged else None,
+            table=(lambda: frame(after.rows())) if after.damaged else None,
         )
 
     # Step 5 -------------------------------------------------------------------------------
@@ -303,16 +303,6 @@ class DatabaseCorruption(Runbook):
             self.detect_corruption()
         assert self.found is not None
         return self.found
-
-    def _record_no_restore(self, why: str) -> Outcome:
-        spec = next(s for s in self.steps() if s.method == "restore_from_backup")
-        return self.run_step(spec, lambda: Outcome("Restore from backup", facts={"restore": why}))
-
-
-def _frame(rows: list[dict[str, str]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(rows)
 
 
 # -- drills ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from drlib.redis.backup import backup_redis
 from drlib.retention import PrunePlan, PruneResult, Retention, plan_pruning, prune
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.staging import DrillSetup
-from drlib.steps import Outcome, step
+from drlib.steps import Outcome, frame, step
 from drlib.storage.backup import archive_local
 from drlib.units import format_bytes
 
@@ -107,7 +107,7 @@ class DiskFull(Runbook):
         facts: dict[str, Any] = {"full": found.describe(), "writes fail": found.writes_fail}
         if found.notes:
             facts["not measured"] = "; ".join(found.notes)
-        return Outcome("Detect disk full", facts=facts, checks=Checks(checks), table=lambda: _frame(found.rows()))
+        return Outcome("Detect disk full", facts=facts, checks=Checks(checks), table=lambda: frame(found.rows()))
 
     # Step 1 -------------------------------------------------------------------------------
     @step(
@@ -159,7 +159,7 @@ class DiskFull(Runbook):
             "What can be freed",
             facts=facts,
             checks=Checks(refused),
-            table=(lambda: _frame(plan.rows())) if plan.candidates else None,
+            table=(lambda: frame(plan.rows())) if plan.candidates else None,
         )
 
     @step(
@@ -220,7 +220,7 @@ class DiskFull(Runbook):
         if state.full:
             self.set_state("disk", f"still full: {state.describe()}; {RUNBOOK_ADVICE}")
         restored = self.service_restored_if(Checks(checks))
-        return Outcome("Verify writes", facts=facts, checks=restored, table=lambda: _frame(state.rows()))
+        return Outcome("Verify writes", facts=facts, checks=restored, table=lambda: frame(state.rows()))
 
     # Step 4 -------------------------------------------------------------------------------
     @step(
@@ -309,12 +309,6 @@ class DiskFull(Runbook):
             observed=made.name,
             detail=str(made.path.parent),
         )
-
-
-def _frame(rows: list[dict[str, Any]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(rows)
 
 
 # -- drills ---------------------------------------------------------------------------------

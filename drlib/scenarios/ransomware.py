@@ -41,7 +41,7 @@ from drlib.staging import (
     write_objects_after_backup,
     write_rows_after_backup,
 )
-from drlib.steps import Outcome, step
+from drlib.steps import Outcome, frame, step
 from drlib.storage.backends import LocalStorage, S3Storage, live_storage
 from drlib.storage.backup import archive_local, snapshot_bucket
 from drlib.storage.catalogue import catalogue_for, restorable, storage_catalogue_table
@@ -174,7 +174,7 @@ class Ransomware(Runbook):
             "Detect encryption",
             facts=facts,
             checks=Checks([*found.checks(warn_only=True), *database.checks(warn_only=True)]),
-            table=(lambda: _frame(found.rows())) if found.findings else None,
+            table=(lambda: frame(found.rows())) if found.findings else None,
         )
 
     # Step 1 -------------------------------------------------------------------------------
@@ -361,9 +361,11 @@ class Ransomware(Runbook):
     def restore_database(self) -> Outcome:
         database = self.database_found or self._scan_database()
         if not database.affected:
-            return self._record_database("not needed: the database does not look affected")
+            why = "not needed: the database does not look affected"
+            return self.record_step("restore_database", "Restore database", {"restore": why})
         if not self.values["restore"]:
-            return self._record_database(f"not done (restore = False); {database.describe()}")
+            why = f"not done (restore = False); {database.describe()}"
+            return self.record_step("restore_database", "Restore database", {"restore": why})
         first = self.found.first_affected if self.found else None
         when = min(first, self.failure_time) if first else self.failure_time
         sub = PostgresDatabaseLoss(
@@ -420,7 +422,7 @@ class Ransomware(Runbook):
             "Verify",
             facts={"storage": after.describe(), "database": database.describe(), "compared with": after.baseline},
             checks=Checks(results),
-            table=(lambda: _frame(after.rows())) if after.findings else None,
+            table=(lambda: frame(after.rows())) if after.findings else None,
         )
 
     # Step 6 -------------------------------------------------------------------------------
@@ -566,16 +568,6 @@ class Ransomware(Runbook):
         except BackupNotFound:
             return scan_database_for_ransom(self.target, None, baseline=None)
         return scan_database_for_ransom(self.target, newest.manifest, baseline=newest.name)
-
-    def _record_database(self, why: str) -> Outcome:
-        spec = next(s for s in self.steps() if s.method == "restore_database")
-        return self.run_step(spec, lambda: Outcome("Restore database", facts={"restore": why}))
-
-
-def _frame(rows: list[dict[str, Any]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(rows)
 
 
 # -- drills ---------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from drlib.preflight import stack_reachable
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario, refuse_without
 from drlib.services import controller_for
 from drlib.staging import DrillSetup
-from drlib.steps import Outcome, step
+from drlib.steps import Outcome, frame, step
 
 #: how the notebook says drlib's probes are told apart
 PROBES_NOTE = "evt_drlibprobe_…, amount 0, counted apart, never as charges"
@@ -96,7 +96,7 @@ class WebhookReplay(Runbook):
                 "seconds": found.seconds,
             },
             checks=found.checks(warn_only=True),
-            table=(lambda: _frame(found.rows())) if found.duplicates else None,
+            table=(lambda: frame(found.rows())) if found.duplicates else None,
         )
 
     # Step 2 ------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class WebhookReplay(Runbook):
             "Replay protection",
             facts={"endpoint": probe.url, "protected": probe.protected, "answers": probe.describe()},
             checks=probe.checks(warn_only=True),  # a finding: Steps 4 and 5 fix and verify it
-            table=lambda: _frame(probe.rows()),
+            table=lambda: frame(probe.rows()),
         )
 
     # Step 3 ------------------------------------------------------------------------------
@@ -253,12 +253,6 @@ class WebhookReplay(Runbook):
         if after.unmarked:
             self.set_state("billing", f"{len(after.unmarked)} duplicate(s) still unmarked: re-run Steps 1 and 3")
         return Outcome("Verify", facts=facts, checks=self.service_restored_if(Checks(results)))
-
-
-def _frame(rows: list[dict[str, Any]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(rows)
 
 
 # -- drills ---------------------------------------------------------------------------------
