@@ -217,6 +217,18 @@ def test_writes_are_blocked_and_unblocked_to_the_original_modes(tree: LocalStora
     assert (tree.root / "videos").stat().st_mode & stat.S_IWUSR and (moved / "videos").stat().st_mode & stat.S_IWUSR
 
 
+def test_a_killed_drills_encrypted_and_blocked_storage_is_unhealthy_until_sandbox_up_repairs_it(
+    healthy_sandbox: Sandbox, profile: Profile
+) -> None:
+    live = LocalStorage(healthy_sandbox.storage_root)
+    encrypt_storage(profile, live, share=0.05)  # as a drill killed with SIGKILL after its fault leaves it
+    block_writes(live.root)
+    left = healthy_sandbox.status()
+    assert not left.healthy and "ransomware drill's encrypted files" in left.describe()
+    assert healthy_sandbox.up().healthy
+    assert not affected_now(profile) and not writes_blocked(live.root)
+
+
 # -- prevention --------------------------------------------------------------------------------------
 def test_the_sandbox_backups_bucket_keeps_backups_out_of_the_applications_reach(profile: Profile) -> None:
     checks = immutability_checks(profile, probe=True)
