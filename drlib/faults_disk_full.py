@@ -127,13 +127,18 @@ def release_volume(profile: Profile) -> list[str]:
     return release_volume_at(_backups_root(profile))
 
 
+def volume_left_at(target: Path) -> bool:
+    """The drill's full volume is mounted over the backups folder ``target`` (a killed drill left it)."""
+    return bool(mounted(target)) and (target / MARKER).exists()
+
+
 def release_volume_at(target: Path) -> list[str]:
     """:func:`release_volume` for the sandbox's backups folder ``target`` (``drlib sandbox up`` calls it, so
     a drill killed with SIGKILL leaves no full volume behind past the next ``up``)."""
     mountpoint = target.parent / VOLUME_DIR
     done = []
     for _ in range(MAX_STACKED):  # a killed drill's mount and this one's: each is unmounted
-        if not (mounted(target) and (target / MARKER).exists()):
+        if not volume_left_at(target):
             break
         _unmount(target)
         done.append(f"unmounted the small volume from {target}")

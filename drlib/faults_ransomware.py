@@ -9,11 +9,13 @@ import math
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from drlib.config import Profile
 from drlib.exceptions import DrillRefused
 from drlib.postgres.connection import PgTarget
 from drlib.storage.backends import LocalStorage, S3Storage
+from drlib.storage.writeblock import writes_blocked
 
 EXTENSION = ".locked"
 NOTE_NAME = "README_TO_DECRYPT.txt"
@@ -70,6 +72,11 @@ def encrypt_storage(
     for key in notes:
         _write(live, key, NOTE.encode())
     return Encryption(encrypted=tuple(in_place), renamed=tuple(k + EXTENSION for k in renamed), notes=notes)
+
+
+def left_in(root: Path) -> bool:
+    """A local storage tree a killed drill left encrypted (the fault's note at its top) or with writes blocked."""
+    return (root / NOTE_NAME).exists() or writes_blocked(root)
 
 
 def leave_note_table(target: PgTarget) -> str:

@@ -274,7 +274,9 @@ def test_the_fault_fills_the_backups_folder_and_its_release_puts_it_back_as_it_w
     assert len(released) == 2 and not mounted(root) and tree(root) == before
     assert not (root.parent / VOLUME_DIR).exists() and release_volume(profile) == []
     fill_backups_volume(profile, newest_backups(profile))  # as a drill killed with SIGKILL leaves it
-    healthy_sandbox.up()
+    left = healthy_sandbox.status()
+    assert not left.healthy and "disk_full drill's full volume" in left.describe()
+    assert healthy_sandbox.up().healthy
     assert not mounted(root) and tree(root) == before
 
 

@@ -117,6 +117,27 @@ def test_a_single_rename_is_not_a_mass_rename_unless_the_file_is_encrypted(tree:
     assert kinds(scan_storage(tree, baseline))["renamed"] == {f"{other}.crypt"}
 
 
+def test_files_merely_named_like_notes_or_derived_from_others_are_no_alarm_but_encrypted_media_is(
+    tree: LocalStorage,
+) -> None:
+    # ordinary content whose names a loose pattern takes for notes, backed up, then unchanged
+    (tree.root / "docs").mkdir()
+    (tree.root / "docs" / "how_to_restore.md").write_text("Run drlib restore storage, then check the app.")
+    (tree.root / "videos" / "transom.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(4096))
+    baseline = backup_of(tree)
+    # ordinary use: each of three recordings gets an mp3 beside it (the wav stays), a policy upload
+    wavs = sorted(k for k in baseline.manifest.files if k.startswith("voiceovers/job-"))[:3]
+    for key in wavs:
+        (tree.root / key.replace(".wav", ".mp3")).write_text("ID3 " + "a derived, low-entropy rendition " * 60)
+    (tree.root / "docs" / "ransomware-policy.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(4096))
+    scan = scan_storage(tree, baseline)
+    assert scan.clean, scan.rows()
+    assert clean_backup_checks(baseline, extensions=scan.extensions, benign=scan.benign_note_names)[1].passed
+    # media encrypted in place: random before (compressed), random now, but its signature is gone
+    scramble(tree.root / "videos" / "clip.mp4")
+    assert kinds(scan_storage(tree, baseline)).get("encrypted") == {"videos/clip.mp4"}
+
+
 def test_the_first_affected_time_is_the_earliest_modification_of_an_affected_file(
     profile: Profile, tree: LocalStorage
 ) -> None:
@@ -194,6 +215,18 @@ def test_writes_are_blocked_and_unblocked_to_the_original_modes(tree: LocalStora
     assert unblock_writes(tree.root, also=[moved]) > 0
     assert stat.S_IMODE(script.stat().st_mode) == 0o640 and not record_path(tree.root).exists()
     assert (tree.root / "videos").stat().st_mode & stat.S_IWUSR and (moved / "videos").stat().st_mode & stat.S_IWUSR
+
+
+def test_a_killed_drills_encrypted_and_blocked_storage_is_unhealthy_until_sandbox_up_repairs_it(
+    healthy_sandbox: Sandbox, profile: Profile
+) -> None:
+    live = LocalStorage(healthy_sandbox.storage_root)
+    encrypt_storage(profile, live, share=0.05)  # as a drill killed with SIGKILL after its fault leaves it
+    block_writes(live.root)
+    left = healthy_sandbox.status()
+    assert not left.healthy and "ransomware drill's encrypted files" in left.describe()
+    assert healthy_sandbox.up().healthy
+    assert not affected_now(profile) and not writes_blocked(live.root)
 
 
 # -- prevention --------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ import redis
 
 from drlib.config import Profile, project_root, state_dir
 from drlib.exceptions import SandboxError
-from drlib.faults_disk_full import release_volume_at
+from drlib.faults_disk_full import release_volume_at, volume_left_at
+from drlib.faults_ransomware import left_in
 from drlib.lock import FileLock, take_waiting
 from drlib.processes import (
     ProcessRecord,
@@ -51,6 +52,7 @@ from drlib.sandbox.health import probe_api, probe_postgres, probe_redis, probe_s
 from drlib.sandbox.pgserver import PostgresServer, data_parent
 from drlib.sandbox.redisserver import RedisServer
 from drlib.secrets import read_secrets_file, register_secret, write_secrets_file
+from drlib.storage.writeblock import unblock_writes
 
 DB_USER = "contentcrew"
 DB_NAME = "content_crew"
@@ -90,11 +92,13 @@ class SandboxStatus:
     services: tuple[ServiceStatus, ...]
     #: the alternative provider (provider-outage failover), once provisioned; not part of :attr:`healthy`
     alternative: tuple[ServiceStatus, ...] = ()
+    #: what a killed drill left behind (a full volume over the backups, encrypted storage): ``up`` repairs it
+    leftovers: tuple[str, ...] = ()
 
     @property
     def healthy(self) -> bool:
-        """Every service runs and answers its probe."""
-        return bool(self.services) and all(s.running and s.healthy for s in self.services)
+        """Every service runs and answers its probe, and no killed drill left its fault behind."""
+        return bool(self.services) and all(s.running and s.healthy for s in self.services) and not self.leftovers
 
     @property
     def running(self) -> bool:
@@ -106,6 +110,7 @@ class SandboxStatus:
         for svc in self.services:
             pid = f"pid {svc.pid}" if svc.pid else ""
             lines.append(f"  {svc.name:<10} {svc.state:<9} {svc.address:<24} {pid:<11} {svc.detail}".rstrip())
+        lines += [f"  left by a killed drill: {leftover} (drlib sandbox up repairs it)" for leftover in self.leftovers]
         lines.append(f"overall: {'healthy' if self.healthy else 'NOT HEALTHY'}")
         if self.alternative:
             lines.append("alternative provider (started on demand for a failover; `drlib failover status`):")
@@ -376,6 +381,9 @@ class Sandbox:
                 with psycopg.connect(
                     host="127.0.0.1", port=port, user=DB_USER, dbname=DB_NAME, password=password
                 ) as db:
+                    if left_in(self.storage_root):  # a ransomware drill killed before its restore
+                        unblock_writes(self.storage_root)
+                        shutil.rmtree(self.storage_root)
                     if not self.storage_root.is_dir():  # a storage drill cut short: rebuild the tree from the rows
                         seed.write_artifact_files(db, self.storage_root, size=seed_size)
                     billing = db.execute("SELECT to_regclass('public.billing_events')").fetchone()
@@ -556,7 +564,21 @@ class Sandbox:
             ),
             _service("api", api.pid if api else None, api_url, lambda: self._probe_api(api_url)),
         )
-        return SandboxStatus(folder=self.folder, services=services, alternative=AlternativeProvider(self).status())
+        return SandboxStatus(
+            folder=self.folder,
+            services=services,
+            alternative=AlternativeProvider(self).status(),
+            leftovers=self._leftovers(),
+        )
+
+    def _leftovers(self) -> tuple[str, ...]:
+        """Faults a killed drill left (a drill that ends, or is interrupted, takes its own away)."""
+        left = []
+        if volume_left_at(self.backups_root):
+            left.append(f"{self.backups_root} is on the disk_full drill's full volume")
+        if left_in(self.storage_root):
+            left.append(f"{self.storage_root} holds the ransomware drill's encrypted files or write block")
+        return tuple(left)
 
     def _probe_api(self, url: str) -> tuple[bool, str]:
         """``/health``, and the billing webhook's protection: an API running without it is not healthy."""

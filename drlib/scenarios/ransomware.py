@@ -257,7 +257,10 @@ class Ransomware(Runbook):
             first_affected=first,
             selection=self.values["storage_backup"],
             judge=lambda b: clean_backup_checks(
-                verify_storage_backup(b), extensions=found.extensions, client=self._client()
+                verify_storage_backup(b),
+                extensions=found.extensions,
+                client=self._client(),
+                benign=found.benign_note_names,
             ),
         )
         self.clean = verified

@@ -5,12 +5,15 @@ Four detectors, each naming the files it flags:
 - **changed files**: the sha256 no longer matches the manifest's (every file is hashed);
 - **high-entropy rewrites**: a changed file whose bytes are now as random as encrypted bytes while the
   backed-up copy was not (a file already high-entropy in the backup, compressed media, is only
-  "changed"); a file new since the backup that is as random as that and has no known format signature;
-- **ransom notes**: files named like notes (``README_TO_DECRYPT.txt`` …) or new/changed short text that
-  reads like one (:mod:`drlib.ransom_notes`);
+  "changed", unless its format signature is gone); a file new since the backup that is as random as that
+  and has no known format signature;
+- **ransom notes**: short text that reads like one (:mod:`drlib.ransom_notes`), or a file new or changed
+  since the backup named like one (``README_TO_DECRYPT.txt`` …) that is neither long nor a known media or
+  document format; a backed-up, unchanged file is not a note by its name alone (``docs/how_to_restore.md``);
 - **mass renames**: files gone from their backed-up name with a file of the same name plus (or instead of)
   a new extension in their place (``a.wav`` → ``a.wav.locked`` or ``a.locked``), counted per new extension:
-  ``mass_rename_min`` files with one extension, or any of them as random as encrypted bytes.
+  ``mass_rename_min`` files with one extension, or any of them as random as encrypted bytes (a file added
+  beside an original still there, ``a.mp3`` next to ``a.wav``, is a rename only when it is that random).
 
 What counts as affected (and dates the attack): encrypted files, renamed files and notes. A changed file
 that stays low-entropy, or was high-entropy already, is reported as changed but is no alarm: applications
@@ -83,6 +86,8 @@ class TamperScan:
     #: files new since the backup that no detector flagged
     new_files: tuple[str, ...]
     seconds: float
+    #: (key, sha256) of backed-up, unchanged files named like a note whose text is not one (``docs/how_to_restore.md``)
+    benign_note_names: tuple[tuple[str, str], ...] = ()
 
     @property
     def affected(self) -> tuple[Finding, ...]:
@@ -233,14 +238,21 @@ def scan_storage(
     texts = dict(zip(changed + new, parallel_map(lambda k: _read_small(live, files[k]), changed + new), strict=True))
 
     findings: list[Finding] = []
-    notes = sorted({k for k in files if note_name(k)} | {k for k, text in texts.items() if reads_like_note(text)})
+    named = [k for k in files if note_name(k)]
+    kept = [k for k in named if k not in texts]  # backed up and unchanged: a note only if it reads like one
+    kept_texts = dict(zip(kept, parallel_map(lambda k: _read_small(live, files[k]), kept), strict=True))
+    notes = sorted(
+        {k for k, text in (texts | kept_texts).items() if reads_like_note(text)}
+        | {k for k in named if k in texts and not _media_or_large(files[k], live_samples.get(k))}
+    )
+    benign = tuple(sorted((k, manifest[k].sha256) for k in kept if k not in notes))
     for key in notes:
         how = "named like a ransom note" if note_name(key) else "reads like a ransom note"
         findings.append(
             Finding(key, "note", how + (" (the backup has it too)" if key in manifest else ""), files[key].mtime)
         )
     renamed = _flagged_renames(
-        rename_pairs([k for k in new if k not in notes], set(manifest)), live_samples, mass_rename_min
+        rename_pairs([k for k in new if k not in notes], set(manifest)), live_samples, mass_rename_min, set(files)
     )
     for key, (original, suffix, count) in renamed.items():
         where = "gone" if original not in files else "still there"
@@ -277,15 +289,24 @@ def scan_storage(
         findings=tuple(findings),
         new_files=tuple(listed),
         seconds=round(time.monotonic() - started, 2),
+        benign_note_names=benign,
     )
 
 
+def _media_or_large(item: StoredFile, sample: Sample | None) -> bool:
+    """Too long to be a note, or a known media or document format: a name alone does not make it a note."""
+    return item.size > NOTE_MAX_BYTES or bool(sample and sample.signature)
+
+
 def _flagged_renames(
-    pairs: dict[str, tuple[str, str]], samples: dict[str, Sample], mass_rename_min: int
+    pairs: dict[str, tuple[str, str]], samples: dict[str, Sample], mass_rename_min: int, live: set[str]
 ) -> dict[str, tuple[str, str, int]]:
-    """The pairs whose new extension is a mass rename: ``mass_rename_min`` files, or any of them encrypted."""
+    """The pairs whose new extension is a mass rename: ``mass_rename_min`` files, or any of them encrypted; a
+    pair whose original is still in ``live`` counts only when the new file is encrypted."""
     groups: dict[str, list[str]] = defaultdict(list)
-    for key, (_, suffix) in pairs.items():
+    for key, (original, suffix) in pairs.items():
+        if original in live and not (key in samples and samples[key].looks_encrypted):
+            continue  # a file added beside its original (a.wav → a.mp3, both kept) is not a rename
         groups[suffix.lower()].append(key)
     flagged: dict[str, tuple[str, str, int]] = {}
     for suffix, keys in groups.items():
@@ -300,8 +321,9 @@ def _changed(key: str, item: StoredFile, now: Sample | None, then: Sample | None
     if key in unreadable or now is None:
         return Finding(key, "changed", "cannot be read (permissions, or it vanished while read)", item.mtime)
     before = f"{then.entropy} in the backup" if then and then.entropy is not None else "not judged in the backup"
-    if now.high and not (then and then.high):
-        lost = f"; its {then.signature} signature is gone" if then and then.signature and not now.signature else ""
+    signature_lost = bool(then and then.signature and not now.signature)
+    if now.high and (not (then and then.high) or signature_lost):
+        lost = f"; its {then.signature} signature is gone" if then and signature_lost else ""
         return Finding(key, "encrypted", f"entropy {now.entropy} bits/byte, {before}{lost}", item.mtime)
     if now.entropy is None:
         why = "too short to judge its entropy"
@@ -313,13 +335,20 @@ def _changed(key: str, item: StoredFile, now: Sample | None, then: Sample | None
 
 
 def clean_backup_checks(
-    verified: VerifiedStorageBackup, *, extensions: set[str], client: Any = None, prefix: str = "backup_clean:"
+    verified: VerifiedStorageBackup,
+    *,
+    extensions: set[str],
+    client: Any = None,
+    prefix: str = "backup_clean:",
+    benign: tuple[tuple[str, str], ...] = (),
 ) -> tuple[VerifiedStorageBackup, Checks]:
     """Is the (verified) backup free of what the attack leaves: ransom notes, files with the attack's new
     ``extensions``, and files as random as encrypted bytes without a known format signature (every file is
-    sampled)? Its integrity checks come first."""
+    sampled)? Its integrity checks come first. ``benign``: (key, sha256) of files named like a note that the
+    live scan read and found not to be one (:attr:`TamperScan.benign_note_names`): the same bytes pass here."""
     keys = sorted(verified.manifest.files)
-    notes = [k for k in keys if note_name(k)]
+    cleared = set(benign)
+    notes = [k for k in keys if note_name(k) and (k, verified.manifest.files[k].sha256) not in cleared]
     renamed = [k for k in keys if any(k.lower().endswith(ext) for ext in extensions)]
     samples = sample_backup(verified.backup, None, client=client)
     random = sorted(k for k, s in samples.items() if s.looks_encrypted)
