@@ -190,6 +190,8 @@ def test_a_ransom_note_table_and_a_dropped_table_are_found_and_a_clean_database_
     profile: Profile, db_copy: PgTarget
 ) -> None:
     newest = select_backup(list_backups(profile.backups.postgres_dir, prefix=profile.backups.prefix))
+    with db_copy.connect() as conn:  # the application's own new table, merely named like a note
+        conn.execute("CREATE TABLE public.restore_data_log AS SELECT 'job ' || g AS line FROM generate_series(1, 5) g")
     clean = scan_database_for_ransom(db_copy, newest.manifest, baseline=newest.name)
     assert not clean.affected and clean.checks().passed
     table = leave_note_table(db_copy)

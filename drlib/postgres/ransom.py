@@ -24,7 +24,7 @@ from drlib.postgres.catalog import Table, discover_tables
 from drlib.postgres.connection import PgTarget
 from drlib.postgres.content import read_contents
 from drlib.postgres.manifest import BackupManifest
-from drlib.ransom_notes import note_name, reads_like_note
+from drlib.ransom_notes import reads_like_note
 
 #: rows of a new table read to see whether it is a note
 NOTE_ROWS = 5
@@ -109,9 +109,8 @@ def scan_database_for_ransom(
 
 
 def _is_note(conn: psycopg.Connection, table: Table) -> bool:
-    """Named like a note, or its first rows read like one."""
-    if note_name(table.relname):
-        return True
+    """Its first rows read like a note. A name alone is not enough: an application's own new table may be
+    called ``restore_data_log``, and calling it a note would restore the database over its writes."""
     query = sql.SQL("SELECT t::text FROM {}.{} t LIMIT {}").format(
         sql.Identifier(table.schema), sql.Identifier(table.relname), sql.Literal(NOTE_ROWS)
     )
