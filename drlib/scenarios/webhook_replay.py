@@ -250,8 +250,8 @@ class WebhookReplay(Runbook):
                 check(
                     "verify:no_event_deleted",
                     rows_now >= self.rows_before and not gone,
-                    expected=f">= {self.rows_before} rows, and the {len(self.seen_rows)} duplicate(s) and "
-                    "originals seen all still there",
+                    expected=f">= {self.rows_before} rows, and the {len(self.seen_rows)} row(s) seen as duplicates or "
+                    "originals all still there",
                     observed=f"{rows_now} rows" + (f"; deleted: {', '.join(map(str, gone[:20]))}" if gone else ""),
                     detail=settings.events_table,
                 )
