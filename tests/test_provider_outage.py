@@ -22,6 +22,7 @@ from drlib.config_failover import history_file, state_file
 from drlib.exceptions import ConfigError, ConnectionFailed
 from drlib.failover import switch_history, switch_provider
 from drlib.faults import truncate_file
+from drlib.lock import acquire, stack_key
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
 from drlib.processes import free_port
@@ -154,6 +155,25 @@ def test_the_profile_switches_to_its_alternative_and_back_explicitly_and_recorde
         ("alternative", "primary", ""),
     ]
     assert history_file(state_dir(project_root()), switchable).is_file()
+
+
+def test_a_confirmed_switch_back_or_replication_is_refused_while_a_drill_runs_and_changes_nothing(
+    healthy_sandbox: Sandbox, switchable: str
+) -> None:
+    state = state_dir(project_root())
+    for name in ("sandbox", switchable):
+        held = acquire(stack_key(None if name == "sandbox" else load_profile(name)), scenario="provider_outage")
+        try:
+            for command in ("switch", "back", "replicate"):
+                done = CliRunner().invoke(main, ["failover", command, "--env", name, "--confirm"])
+                assert done.exit_code == 3 and "error [locked]" in done.output, done.output
+                assert "provider_outage" in done.output and "Traceback" not in done.output
+            dry_run = CliRunner().invoke(main, ["failover", "switch", "--env", switchable])
+            assert dry_run.exit_code == 0 and "dry run" in dry_run.output  # changes nothing: no lock needed
+        finally:
+            held.release()
+        assert not state_file(state, name).exists() and load_profile(name).provider == "primary"
+    assert not (healthy_sandbox.folder / "alternative").exists() and healthy_sandbox.status().healthy
 
 
 # -- prevention: backups in more than one place --------------------------------------------------
