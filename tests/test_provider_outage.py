@@ -28,7 +28,9 @@ from drlib.postgres.connection import PgTarget
 from drlib.processes import free_port
 from drlib.reachability import probe_database, probe_profile, probe_s3, wait_until_up
 from drlib.replication import replicate_backups, second_location_checks
-from drlib.sandbox.stack import Sandbox
+from drlib.sandbox.alternative import AlternativeProvider
+from drlib.sandbox.stack import BUCKETS, Sandbox
+from drlib.scenarios.provider_outage import end_outage
 
 
 def drill(*args: str) -> Result:
@@ -215,6 +217,31 @@ def back_on_the_primary_and_healthy(sandbox: Sandbox) -> None:
     assert status.healthy, status.describe()
     assert load_profile("sandbox").provider == "primary"
     assert all(s.state == "STOPPED" for s in status.alternative)  # the drill stopped what it started
+
+
+def test_a_drill_cut_short_after_its_switch_leaves_the_sandbox_on_its_primary_and_the_next_one_a_new_provider(
+    healthy_sandbox: Sandbox, profile: Profile
+) -> None:
+    alternative = AlternativeProvider(healthy_sandbox)
+    alternative.provision()
+    try:
+        client = alternative._s3_client(alternative._secrets())
+        client.put_object(
+            Bucket=BUCKETS[1], Key="storage/2026-01-01.manifest.json", Body=b"{}", ChecksumAlgorithm="CRC32"
+        )
+        alternative.reset()  # the next drill's: a locked backup version cannot be deleted, a new endpoint has none
+        assert "Versions" not in alternative._s3_client(alternative._secrets()).list_object_versions(Bucket=BUCKETS[1])
+        done = switch_provider("sandbox", to="alternative", confirm=True, reason="a drill, then SIGINT")
+        assert not isinstance(done, RestorePlan) and load_profile("sandbox").provider == "alternative"
+        end_outage(profile)  # the drill's cleanup, run whatever the notebook came to
+        assert load_profile("sandbox").provider == "primary"
+        back_on_the_primary_and_healthy(healthy_sandbox)
+    finally:
+        if load_profile("sandbox").provider != "primary":
+            alternative.forget_switch()
+            healthy_sandbox.stop_api()
+            healthy_sandbox.up()
+        alternative.stop()
 
 
 @pytest.mark.slow
