@@ -257,6 +257,15 @@ def test_the_fault_runs_only_on_the_sandbox(profile: Profile) -> None:
         replay_webhooks(dataclasses.replace(profile, name="staging"), token="x")
 
 
+def test_a_drill_cut_short_after_its_fault_leaves_the_webhook_protection_on(
+    protected_again: Sandbox, profile: Profile
+) -> None:
+    setup = webhook_replay.stage(profile, {})
+    assert not protected_again.webhook_protection_on() and setup.cleanup is not None
+    setup.cleanup()  # what the drill runs after a SIGINT, a SIGTERM or a crash of its notebook too
+    assert protected_again.status().healthy and probe_protection(Webhook.from_profile(profile)).protected
+
+
 # -- the runbook and its drill -------------------------------------------------------------------------
 def test_with_the_protection_left_off_the_verification_fails(
     protected_again: Sandbox, profile: Profile, tmp_path: Path

@@ -10,6 +10,7 @@ configured". The reversal is recorded, not sent: drlib never calls the payment p
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ from drlib.billing.endpoint import ProtectionProbe, Webhook, probe_protection
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import BillingSettings, Profile
 from drlib.evidence import Evidence
-from drlib.faults_webhook import replay_webhooks
+from drlib.faults_webhook import protect_webhooks, replay_webhooks
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
@@ -293,7 +294,12 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     one re-signed (the outage starts when the protection goes off)."""
     token = secrets.token_hex(6)
     fault = replay_webhooks(profile, token=token)
-    return DrillSetup(fault=fault.describe(), failure_time=fault.protection_off_at, marker=token)
+    return DrillSetup(
+        fault=fault.describe(),
+        failure_time=fault.protection_off_at,
+        marker=token,
+        cleanup=functools.partial(protect_webhooks, profile),
+    )
 
 
 SCENARIO = Scenario(
