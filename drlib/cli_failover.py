@@ -102,7 +102,7 @@ def _switch(
     environment: str | None, *, to: Provider, confirm: bool, reason: str, timeout: float, restart: bool
 ) -> None:
     from drlib.config import load_profile
-    from drlib.exceptions import NotConfigured
+    from drlib.exceptions import ConfigError, NotConfigured
     from drlib.failover import restart_application, switch_provider
     from drlib.plans import RestorePlan
 
@@ -110,6 +110,10 @@ def _switch(
     try:
         before = load_profile(name)
     except NotConfigured:  # switched to an alternative the profile no longer describes: going back is allowed
+        before = load_profile(name, provider="primary")
+    except ConfigError:  # an unreadable record of the switch: going back to the primary is allowed (and rewrites it)
+        if to != "primary":
+            raise
         before = load_profile(name, provider="primary")
     with _drill_lock(before, command=f"failover {'switch' if to == 'alternative' else 'back'}", confirm=confirm):
         done = switch_provider(name, to=to, confirm=confirm, reason=reason, timeout=timeout)

@@ -159,6 +159,17 @@ def test_the_profile_switches_to_its_alternative_and_back_explicitly_and_recorde
     assert history_file(state_dir(project_root()), switchable).is_file()
 
 
+def test_an_unreadable_switch_record_is_repaired_by_the_failover_back_its_error_names(switchable: str) -> None:
+    record = state_file(state_dir(project_root()), switchable)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text('{"active": "moon"}')
+    status = CliRunner().invoke(main, ["failover", "status", "--env", switchable])
+    assert status.exit_code == 3 and f"`drlib failover back --env {switchable} --confirm`" in status.output
+    back = CliRunner().invoke(main, ["failover", "back", "--env", switchable, "--confirm"])
+    assert back.exit_code == 0, back.output
+    assert load_profile(switchable).provider == "primary" and json.loads(record.read_text())["active"] == "primary"
+
+
 def test_a_confirmed_switch_back_or_replication_is_refused_while_a_drill_runs_and_changes_nothing(
     healthy_sandbox: Sandbox, switchable: str
 ) -> None:
