@@ -98,13 +98,10 @@ def sandbox_down(purge: bool) -> None:
 def _no_drill_running(command: str) -> Iterator[None]:
     """``sandbox up``/``down`` while a drill runs on the sandbox would undo its fault or its restore:
     they take the drill lock, and are refused naming the drill that holds it."""
-    from drlib.lock import acquire, stack_key
+    from drlib.lock import no_drill_running
 
-    held = acquire(stack_key(None), scenario=command)
-    try:
+    with no_drill_running(None, command=command):
         yield
-    finally:
-        held.release()
 
 
 # -- drill --------------------------------------------------------------------------------

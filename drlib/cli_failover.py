@@ -7,16 +7,21 @@ the alternative. Exit 0 fine, 1 a check failed, 3 a drlib error (``error [code]:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from drlib.checks import CheckResult
 from drlib.config_failover import Provider
 from drlib.terminal import EXIT_CHECK_FAILED, handles_errors
+
+if TYPE_CHECKING:
+    from drlib.config import Profile
 
 COLOURS = {"pass": "green", "warn": "yellow", "fail": "red"}
 #: seconds the application may take to answer /health after a switch
@@ -85,11 +90,19 @@ def _state() -> Path:
     return state_dir(project_root())
 
 
+def _drill_lock(profile: Profile, *, command: str, confirm: bool) -> contextlib.AbstractContextManager[object]:
+    """Held while a confirmed command moves the stack (a drill running on it would be undone); a dry run
+    changes nothing and needs none."""
+    from drlib.lock import no_drill_running
+
+    return no_drill_running(profile, command=command) if confirm else contextlib.nullcontext()
+
+
 def _switch(
     environment: str | None, *, to: Provider, confirm: bool, reason: str, timeout: float, restart: bool
 ) -> None:
     from drlib.config import load_profile
-    from drlib.exceptions import NotConfigured
+    from drlib.exceptions import ConfigError, NotConfigured
     from drlib.failover import restart_application, switch_provider
     from drlib.plans import RestorePlan
 
@@ -98,21 +111,27 @@ def _switch(
         before = load_profile(name)
     except NotConfigured:  # switched to an alternative the profile no longer describes: going back is allowed
         before = load_profile(name, provider="primary")
-    done = switch_provider(name, to=to, confirm=confirm, reason=reason, timeout=timeout)
-    if isinstance(done, RestorePlan):
-        click.echo(str(done))
-        click.echo(
-            "dry run: nothing switched; add --confirm to switch" + (" and restart the application" if restart else "")
-        )
-        return
-    if not done.changed:
-        click.echo(f"profile {name} already points at its {done.after} provider: nothing to switch")
-        return
-    click.echo(f"profile {name}: switched from its {done.before} to its {done.after} provider")
-    for key, value in done.changes.items():
-        click.echo(f"  {key}: {value}")
-    if restart and not _show(restart_application(before, load_profile(name), timeout=HEALTH_TIMEOUT)):
-        sys.exit(EXIT_CHECK_FAILED)
+    except ConfigError:  # an unreadable record of the switch: going back to the primary is allowed (and rewrites it)
+        if to != "primary":
+            raise
+        before = load_profile(name, provider="primary")
+    with _drill_lock(before, command=f"failover {'switch' if to == 'alternative' else 'back'}", confirm=confirm):
+        done = switch_provider(name, to=to, confirm=confirm, reason=reason, timeout=timeout)
+        if isinstance(done, RestorePlan):
+            click.echo(str(done))
+            click.echo(
+                "dry run: nothing switched; add --confirm to switch"
+                + (" and restart the application" if restart else "")
+            )
+            return
+        if not done.changed:
+            click.echo(f"profile {name} already points at its {done.after} provider: nothing to switch")
+            return
+        click.echo(f"profile {name}: switched from its {done.before} to its {done.after} provider")
+        for key, value in done.changes.items():
+            click.echo(f"  {key}: {value}")
+        if restart and not _show(restart_application(before, load_profile(name), timeout=HEALTH_TIMEOUT)):
+            sys.exit(EXIT_CHECK_FAILED)
 
 
 _CONFIRM = click.option("--confirm", is_flag=True, help="do it (default: a dry run showing what would change)")
@@ -157,12 +176,19 @@ def failover_replicate(environment: str | None, confirm: bool) -> None:
     """Copy the newest database backup and storage backups to the alternative provider's backup locations
     and verify the copies there (on the sandbox, --confirm starts its alternative provider first)."""
     from drlib.config import load_profile
+
+    name = _name(environment)
+    primary = load_profile(name, provider="primary")
+    with _drill_lock(primary, command="failover replicate", confirm=confirm):
+        _replicate(name, primary, confirm=confirm)
+
+
+def _replicate(name: str, primary: Profile, *, confirm: bool) -> None:
+    from drlib.config import load_profile
     from drlib.exceptions import NotConfigured
     from drlib.plans import RestorePlan
     from drlib.replication import replicate_backups
 
-    name = _name(environment)
-    primary = load_profile(name, provider="primary")
     if primary.is_sandbox and confirm:
         from drlib.sandbox.alternative import AlternativeProvider
         from drlib.sandbox.stack import sandbox_for

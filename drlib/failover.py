@@ -21,7 +21,7 @@ from drlib.checks import CheckResult, Checks
 from drlib.config import Profile, load_profile, project_root, state_dir
 from drlib.config_failover import Provider, active_provider, history_file, read_state, state_file
 from drlib.evidence import utcnow
-from drlib.exceptions import ConnectionFailed
+from drlib.exceptions import ConfigError, ConnectionFailed, NotConfigured
 from drlib.plans import RestorePlan
 from drlib.reachability import DEFAULT_TIMEOUT, Reachability, probe_profile
 from drlib.services import controller_for
@@ -73,11 +73,19 @@ def switch_provider(
 ) -> Switched | RestorePlan:
     """Point profile ``name`` at provider ``to``. Refused (:class:`ConnectionFailed`, nothing written) when
     that provider's database or S3 endpoint does not answer; a dry run shows what would change."""
-    before = current_provider(name)
+    try:
+        before = current_provider(name)
+    except ConfigError:
+        if to != "primary":
+            raise
+        before = "alternative"  # an unreadable record: going back to the primary writes a new one (as it says)
     target = load_profile(name, provider=to)
     if before == to:
         return Switched(name, before, to, {}, record=read_state(state_dir(project_root()), name))
-    old = load_profile(name, provider=before)
+    try:
+        old = load_profile(name, provider=before)
+    except NotConfigured:  # switched to an alternative the profile no longer describes
+        old = target
     diff = changes(old, target)
     probes = probe_profile(target, timeout=timeout)
     down = [p for p in probes if not p.up]

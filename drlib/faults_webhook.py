@@ -89,3 +89,12 @@ def replay_webhooks(profile: Profile, *, token: str, events: int = 3) -> ReplayF
         duplicate_charges_minor=charges,
         protection_off_at=protection_off_at,
     )
+
+
+def protect_webhooks(profile: Profile) -> None:
+    """The drill's cleanup, whatever the run came to: the sample API runs with its webhook protection again
+    (nothing happens when the runbook's Step 4 already restarted it), so a drill cut short leaves no open
+    endpoint behind."""
+    from drlib.sandbox.stack import sandbox_for
+
+    sandbox_for(profile).start_api(webhook_protection=True)

@@ -135,6 +135,17 @@ def acquire(stack: str, *, scenario: str) -> FileLock:
         ) from None
 
 
+@contextlib.contextmanager
+def no_drill_running(profile: Profile | None, *, command: str) -> Iterator[FileLock]:
+    """Hold the drill lock of ``profile``'s stack (``None``: the sandbox) for the ``with`` block: a command
+    that would move the stack under a running drill (``sandbox up``, ``failover switch``) is refused at once."""
+    held = acquire(stack_key(None if profile is None or profile.is_sandbox else profile), scenario=command)
+    try:
+        yield held
+    finally:
+        held.release()
+
+
 # -- one sandbox operator at a time -----------------------------------------------------------
 def take_waiting(path: Path, *, timeout: float, what: str) -> FileLock:
     """Lock ``path``, waiting up to ``timeout`` seconds, or raise :class:`SandboxError` naming the holder."""

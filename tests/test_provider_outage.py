@@ -22,12 +22,15 @@ from drlib.config_failover import history_file, state_file
 from drlib.exceptions import ConfigError, ConnectionFailed
 from drlib.failover import switch_history, switch_provider
 from drlib.faults import truncate_file
+from drlib.lock import acquire, stack_key
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
 from drlib.processes import free_port
 from drlib.reachability import probe_database, probe_profile, probe_s3, wait_until_up
 from drlib.replication import replicate_backups, second_location_checks
-from drlib.sandbox.stack import Sandbox
+from drlib.sandbox.alternative import AlternativeProvider
+from drlib.sandbox.stack import BUCKETS, Sandbox
+from drlib.scenarios.provider_outage import end_outage
 
 
 def drill(*args: str) -> Result:
@@ -156,6 +159,40 @@ def test_the_profile_switches_to_its_alternative_and_back_explicitly_and_recorde
     assert history_file(state_dir(project_root()), switchable).is_file()
 
 
+def test_an_unreadable_switch_record_is_repaired_by_the_failover_back_its_error_names(switchable: str) -> None:
+    record = state_file(state_dir(project_root()), switchable)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text('{"active": "moon"}')
+    status = CliRunner().invoke(main, ["failover", "status", "--env", switchable])
+    assert status.exit_code == 3 and f"`drlib failover back --env {switchable} --confirm`" in status.output
+    back = CliRunner().invoke(main, ["failover", "back", "--env", switchable, "--confirm"])
+    assert back.exit_code == 0, back.output
+    assert load_profile(switchable).provider == "primary" and json.loads(record.read_text())["active"] == "primary"
+
+
+def test_a_confirmed_switch_back_or_replication_is_refused_while_a_drill_runs_and_changes_nothing(
+    healthy_sandbox: Sandbox, switchable: str
+) -> None:
+    def recorded(name: str) -> list[str]:
+        state = state_dir(project_root())
+        return [p.read_text() if p.exists() else "" for p in (state_file(state, name), history_file(state, name))]
+
+    for name in ("sandbox", switchable):
+        before = recorded(name)
+        held = acquire(stack_key(None if name == "sandbox" else load_profile(name)), scenario="provider_outage")
+        try:
+            for command in ("switch", "back", "replicate"):
+                done = CliRunner().invoke(main, ["failover", command, "--env", name, "--confirm"])
+                assert done.exit_code == 3 and "error [locked]" in done.output, done.output
+                assert "provider_outage" in done.output and "Traceback" not in done.output
+            dry_run = CliRunner().invoke(main, ["failover", "switch", "--env", switchable])
+            assert dry_run.exit_code == 0 and "dry run" in dry_run.output  # changes nothing: no lock needed
+        finally:
+            held.release()
+        assert recorded(name) == before and load_profile(name).provider == "primary"
+    assert healthy_sandbox.status().healthy
+
+
 # -- prevention: backups in more than one place --------------------------------------------------
 def test_backups_kept_in_one_place_only_fail_the_check_and_replicating_them_passes_it(
     healthy_sandbox: Sandbox, profile: Profile, tmp_path: Path
@@ -195,6 +232,31 @@ def back_on_the_primary_and_healthy(sandbox: Sandbox) -> None:
     assert status.healthy, status.describe()
     assert load_profile("sandbox").provider == "primary"
     assert all(s.state == "STOPPED" for s in status.alternative)  # the drill stopped what it started
+
+
+def test_a_drill_cut_short_after_its_switch_leaves_the_sandbox_on_its_primary_and_the_next_one_a_new_provider(
+    healthy_sandbox: Sandbox, profile: Profile
+) -> None:
+    alternative = AlternativeProvider(healthy_sandbox)
+    alternative.provision()
+    try:
+        client = alternative._s3_client(alternative._secrets())
+        client.put_object(
+            Bucket=BUCKETS[1], Key="storage/2026-01-01.manifest.json", Body=b"{}", ChecksumAlgorithm="CRC32"
+        )
+        alternative.reset()  # the next drill's: a locked backup version cannot be deleted, a new endpoint has none
+        assert "Versions" not in alternative._s3_client(alternative._secrets()).list_object_versions(Bucket=BUCKETS[1])
+        done = switch_provider("sandbox", to="alternative", confirm=True, reason="a drill, then SIGINT")
+        assert not isinstance(done, RestorePlan) and load_profile("sandbox").provider == "alternative"
+        end_outage(profile)  # the drill's cleanup, run whatever the notebook came to
+        assert load_profile("sandbox").provider == "primary"
+        back_on_the_primary_and_healthy(healthy_sandbox)
+    finally:
+        if load_profile("sandbox").provider != "primary":
+            alternative.forget_switch()
+            healthy_sandbox.stop_api()
+            healthy_sandbox.up()
+        alternative.stop()
 
 
 @pytest.mark.slow

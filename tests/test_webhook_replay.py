@@ -257,6 +257,15 @@ def test_the_fault_runs_only_on_the_sandbox(profile: Profile) -> None:
         replay_webhooks(dataclasses.replace(profile, name="staging"), token="x")
 
 
+def test_a_drill_cut_short_after_its_fault_leaves_the_webhook_protection_on(
+    protected_again: Sandbox, profile: Profile
+) -> None:
+    setup = webhook_replay.stage(profile, {})
+    assert not protected_again.webhook_protection_on() and setup.cleanup is not None
+    setup.cleanup()  # what the drill runs after a SIGINT, a SIGTERM or a crash of its notebook too
+    assert protected_again.status().healthy and probe_protection(Webhook.from_profile(profile)).protected
+
+
 # -- the runbook and its drill -------------------------------------------------------------------------
 def test_with_the_protection_left_off_the_verification_fails(
     protected_again: Sandbox, profile: Profile, tmp_path: Path
@@ -275,6 +284,30 @@ def test_with_the_protection_left_off_the_verification_fails(
     }
     assert "service_restored_at" not in runbook.evidence.facts
     assert "left off" in runbook.state_text()
+
+
+def test_duplicates_deleted_instead_of_marked_fail_the_verification_though_new_rows_hide_them_from_the_count(
+    protected_again: Sandbox, profile: Profile, target: PgTarget, tmp_path: Path
+) -> None:
+    copy = (
+        "INSERT INTO billing_events (provider_event_id, idempotency_key, event_type, customer_id, amount_minor, "
+        "currency, payload, payload_sha256, signature_verified) SELECT provider_event_id, idempotency_key, "
+        "event_type, customer_id, amount_minor, currency, payload, payload_sha256, signature_verified "
+        "FROM billing_events WHERE NOT starts_with(provider_event_id, %s) ORDER BY id LIMIT 1 RETURNING id"
+    )
+    with target.connect() as conn:
+        copies = [conn.execute(copy, (PROBE_PREFIX,)).fetchone()[0] for _ in range(2)]  # type: ignore[index]
+    runbook = WebhookReplay(confirm=True, evidence_path=str(tmp_path / "e.json"))
+    runbook.identify_duplicates()
+    runbook.check_replay_protection()  # its accepted probe is a new row: the count alone no longer shows a deletion
+    with target.connect() as conn:  # the evidence deleted instead of marked
+        conn.execute("DELETE FROM billing_events WHERE id = ANY(%s)", (copies,))
+    runbook.update_webhook_handling()
+    runbook.verify_and_monitor()
+    checks = {c.name: c for c in runbook.evidence.checks}
+    assert checks["verify:no_unmarked_duplicates"].status == checks["verify:totals_after_reversal"].status == "pass"
+    deleted = checks["verify:no_event_deleted"]
+    assert deleted.status == "fail" and f"deleted: {copies[0]}, {copies[1]}" in str(deleted.observed)
 
 
 @pytest.mark.slow

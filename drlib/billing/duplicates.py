@@ -414,6 +414,19 @@ def mark_duplicates(
     return MarkResult(marked=marked, skipped=tuple(skipped), seconds=round(time.monotonic() - started, 2))
 
 
+def missing_rows(target: PgTarget, settings: BillingSettings, ids: Iterable[int]) -> list[int]:
+    """Which of the rows ``ids`` are no longer in the events table (deleted evidence)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    query = sql.SQL("SELECT {id} FROM {t} WHERE {id} = ANY(%s)").format(
+        id=_column(settings, "id_column"), t=_table(settings)
+    )
+    with target.connect() as conn, sql_errors(target, doing=f"reading {settings.events_table}"):
+        present = {int(r[0]) for r in conn.execute(query, (wanted,))}
+    return [i for i in wanted if i not in present]
+
+
 def count_rows(target: PgTarget, settings: BillingSettings) -> int:
     """How many rows the events table has (marking must not change it)."""
     with target.connect() as conn, sql_errors(target, doing=f"counting {settings.events_table}"):

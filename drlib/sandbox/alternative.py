@@ -140,8 +140,9 @@ class AlternativeProvider:
 
     def reset(self) -> None:
         """Empty the alternative, as a provider never used before (for a drill): its application database
-        dropped, its buckets emptied (every version) and its backup folders too."""
-        from drlib.sandbox.stack import BUCKETS, DB_NAME, DB_USER
+        dropped, its S3 endpoint started again (it keeps its objects in memory: the backups bucket's locked
+        versions cannot be deleted, as on S3) with empty buckets, and its backup folders emptied too."""
+        from drlib.sandbox.stack import DB_NAME, DB_USER
 
         values = self._secrets()
         with psycopg.connect(
@@ -158,14 +159,10 @@ class AlternativeProvider:
             ).fetchall()
             for (name,) in names:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client = self._s3_client(values)
-        for bucket in BUCKETS:
-            versions = client.get_paginator("list_object_versions")
-            for page in versions.paginate(Bucket=bucket):
-                found = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
-                if found:
-                    batch = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in found]
-                    client.delete_objects(Bucket=bucket, Delete={"Objects": batch})
+        with self.sandbox._locked():
+            stop_process(read_record(self._s3_record_file()), timeout=10)
+            write_record(self._s3_record_file(), None)
+        self.provision()
         shutil.rmtree(self.backups_root, ignore_errors=True)
         for kind in ("postgres", "storage"):
             (self.backups_root / kind).mkdir(parents=True, exist_ok=True)

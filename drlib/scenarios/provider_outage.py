@@ -7,6 +7,7 @@ back, fail back (switch back, restart)."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from drlib import failover
@@ -467,7 +468,24 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
         written_after_backup=setup.written_after_backup,
         marker=setup.marker,
         notebook_parameters={"fail_back": True, "drill_end_outage": True},
+        cleanup=functools.partial(end_outage, profile),
     )
+
+
+def end_outage(profile: Profile) -> None:
+    """The drill's cleanup, whatever the run came to (interrupted or crashed before its fail back too): the
+    sandbox's primary running, the profile back on it, the sample API restarted against it and the
+    alternative stopped, as a fail back leaves them (then nothing changes)."""
+    from drlib.sandbox.alternative import AlternativeProvider
+    from drlib.sandbox.stack import sandbox_for
+
+    sandbox = sandbox_for(profile)
+    sandbox.up()
+    if failover.current_provider(profile.name) != "primary":
+        failover.switch_provider(profile.name, to="primary", confirm=True, reason="the provider_outage drill's cleanup")
+        sandbox.stop_api()
+        sandbox.start_api()
+    AlternativeProvider(sandbox).stop()
 
 
 SCENARIO = Scenario(

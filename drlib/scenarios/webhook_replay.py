@@ -10,6 +10,7 @@ configured". The reversal is recorded, not sent: drlib never calls the payment p
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Any, ClassVar
 
@@ -19,13 +20,14 @@ from drlib.billing.duplicates import (
     count_rows,
     format_amount,
     mark_duplicates,
+    missing_rows,
     scan_duplicates,
 )
 from drlib.billing.endpoint import ProtectionProbe, Webhook, probe_protection
 from drlib.checks import CheckResult, Checks, check
-from drlib.config import Profile
+from drlib.config import BillingSettings, Profile
 from drlib.evidence import Evidence
-from drlib.faults_webhook import replay_webhooks
+from drlib.faults_webhook import protect_webhooks, replay_webhooks
 from drlib.parameters import Param
 from drlib.plans import RestorePlan
 from drlib.postgres.connection import PgTarget
@@ -62,6 +64,8 @@ class WebhookReplay(Runbook):
         self.found: DuplicateScan | None = None
         self.probe: ProtectionProbe | None = None
         self.rows_before: int | None = None
+        #: every duplicate and original a scan of this run saw: the evidence Step 5 finds still there
+        self.seen_rows: set[int] = set()
 
     # Step 1 ------------------------------------------------------------------------------
     @step(
@@ -82,7 +86,7 @@ class WebhookReplay(Runbook):
     )
     def identify_duplicates(self) -> Outcome:
         settings = self.profile.require_billing()
-        self.found = found = scan_duplicates(self.target, settings)
+        self.found = found = self._scan(settings)
         self.rows_before = found.events
         self.evidence.note("duplicates_found", {"duplicates": len(found.duplicates), "totals": found.totals()})
         return Outcome(
@@ -149,7 +153,7 @@ class WebhookReplay(Runbook):
     def reverse_duplicate_charges(self) -> Outcome | RestorePlan:
         settings = self.profile.require_billing()
         # scanned again: duplicates recorded since Step 1 (an endpoint still unprotected, Step 2's probes) too
-        self.found = found = scan_duplicates(self.target, settings)
+        self.found = found = self._scan(settings)
         if not found.unmarked:
             return Outcome("Reverse duplicate charges", facts={"marked": "nothing new to mark"})
         if not self.values["mark"]:
@@ -214,7 +218,8 @@ class WebhookReplay(Runbook):
         title="Step 5: Verify, and monitor for future duplicates",
         what="""The probe of Step 2 again, now failing on any request answered wrongly; the duplicate scan
         again, failing on any duplicate left unmarked and unless what is left charged after the reversals
-        equals what the distinct events charged; and no row of the events table gone. To monitor, run this
+        equals what the distinct events charged; and no row of the events table gone (each duplicate and
+        original the scans saw is looked up: new rows would hide a deletion from a count). To monitor, run this
         notebook with `confirm = False` on a schedule (e.g. daily): Step 1 changes nothing and warns on every
         unmarked duplicate.""",
         why="""Marking that ran is not proof: the customers are charged once only when the table says so, and
@@ -240,12 +245,15 @@ class WebhookReplay(Runbook):
         results += after.checks(prefix="verify:")
         rows_now = count_rows(self.target, settings)
         if self.rows_before is not None:
+            # new rows (the probes, live traffic) would hide a deletion from the count: the rows seen are looked up
+            gone = missing_rows(self.target, settings, self.seen_rows)
             results.append(
                 check(
                     "verify:no_event_deleted",
-                    rows_now >= self.rows_before,
-                    expected=f">= {self.rows_before} rows (nothing deleted)",
-                    observed=rows_now,
+                    rows_now >= self.rows_before and not gone,
+                    expected=f">= {self.rows_before} rows, and the {len(self.seen_rows)} row(s) seen as duplicates or "
+                    "originals all still there",
+                    observed=f"{rows_now} rows" + (f"; deleted: {', '.join(map(str, gone[:20]))}" if gone else ""),
                     detail=settings.events_table,
                 )
             )
@@ -253,6 +261,11 @@ class WebhookReplay(Runbook):
         if after.unmarked:
             self.set_state("billing", f"{len(after.unmarked)} duplicate(s) still unmarked: re-run Steps 1 and 3")
         return Outcome("Verify", facts=facts, checks=self.service_restored_if(Checks(results)))
+
+    def _scan(self, settings: BillingSettings) -> DuplicateScan:
+        found = scan_duplicates(self.target, settings)
+        self.seen_rows |= {row.id for d in found.duplicates for row in (d.row, d.original)}
+        return found
 
 
 # -- drills ---------------------------------------------------------------------------------
@@ -275,7 +288,12 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     one re-signed (the outage starts when the protection goes off)."""
     token = secrets.token_hex(6)
     fault = replay_webhooks(profile, token=token)
-    return DrillSetup(fault=fault.describe(), failure_time=fault.protection_off_at, marker=token)
+    return DrillSetup(
+        fault=fault.describe(),
+        failure_time=fault.protection_off_at,
+        marker=token,
+        cleanup=functools.partial(protect_webhooks, profile),
+    )
 
 
 SCENARIO = Scenario(
