@@ -144,6 +144,12 @@ def refuse_bad_parameters(scenario: Scenario, given: dict[str, Any]) -> dict[str
             f"parameter {controlled[0]!r} is set by the drill itself (the failure time is when it injects the "
             "fault, the profile is --env, the evidence goes to the report folder): leave it out"
         )
+    staged = [name for name in scenario.drill_sets if name in given]
+    if staged:
+        raise ParameterError(
+            f"parameter {staged[0]!r} is set by the {scenario.id} drill itself (it leaves the sandbox as it found "
+            "it): leave it out, or run the notebook by hand to choose it"
+        )
     return validate(scenario.params, given, scenario=scenario.id)
 
 
@@ -155,8 +161,8 @@ def check_target(drill: Drill, name: str, confirm_target: bool) -> Profile | Non
     ensure_drill_target(profile, confirm=confirm_target)
     if drill.scenario.sandbox_only:
         raise DrillRefused(
-            f"the {drill.scenario.id} drill destroys a whole stack and runs only on the sandbox, not on "
-            f"{name!r}; rehearse it there, or run its notebook by hand on a stack built for it"
+            f"the {drill.scenario.id} drill injects its fault into the sandbox's own servers and runs only on the "
+            f"sandbox, not on {name!r}; rehearse it there, or run its notebook by hand on a stack built for it"
         )
     drill.scenario.refuse_unconfigured(profile)  # e.g. redis_loss on a profile without Redis
     return profile

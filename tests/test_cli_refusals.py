@@ -55,3 +55,16 @@ def test_a_quoted_drill_target_is_never_listed_as_one(tmp_path: Path) -> None:
     assert code == 0, out
     lines = {line.split(":", 1)[0]: line for line in out.splitlines()}
     assert "[drill target]" in lines["real"] and "[drill target]" not in lines["quoted"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "parameter"),
+    [
+        ("provider_outage", "fail_back"),
+        ("provider_outage", "drill_end_outage"),
+        ("database_corruption", "drop_old_database"),
+    ],
+)
+def test_a_parameter_the_drill_sets_itself_is_refused_not_silently_replaced(scenario: str, parameter: str) -> None:
+    code, out = run("drill", "run", scenario, "-p", parameter, "false")
+    assert code == 3 and out.startswith("error [parameter]: ") and f"{parameter!r} is set by the {scenario}" in out, out

@@ -18,7 +18,7 @@ from drlib.app.health import http_request
 from drlib.config import load_profile
 from drlib.exceptions import CredentialsRejected, SandboxError
 from drlib.postgres.connection import PgTarget
-from drlib.processes import port_is_open, record_of
+from drlib.processes import is_ours, port_is_open, record_of
 from drlib.sandbox.stack import SECRET_NAMES, Sandbox
 
 
@@ -91,6 +91,16 @@ def test_start_api_does_not_start_a_second_api_while_ours_listens(healthy_sandbo
     pid = {s.name: s.pid for s in before.services}["api"]
     assert healthy_sandbox.start_api() == pid
     assert Sandbox(healthy_sandbox.folder).start_api() == pid
+    assert [p.pid for p in api_processes(healthy_sandbox)] == [pid]
+
+
+def test_an_api_of_this_sandbox_whose_start_was_never_recorded_is_replaced_not_refused(
+    healthy_sandbox: Sandbox,
+) -> None:
+    lost = healthy_sandbox._ours("api")
+    healthy_sandbox._save_pid("api", None)  # as a run killed between starting the API and recording it
+    pid = healthy_sandbox.start_api()
+    assert lost is not None and pid != lost.pid and not is_ours(lost)  # the unrecorded one was stopped
     assert [p.pid for p in api_processes(healthy_sandbox)] == [pid]
 
 

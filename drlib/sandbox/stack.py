@@ -207,6 +207,19 @@ class Sandbox:
             ours = False
         return record_of(pid) if ours else None
 
+    def _unrecorded_apis(self) -> list[ProcessRecord]:
+        """This sandbox's API processes (their config is in this sandbox's folder) that no record names."""
+        recorded = self._pids().get("api")
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            config = cmdline[cmdline.index("--config") + 1] if "--config" in cmdline[:-1] else ""
+            if "drlib.sandbox.api" in cmdline and Path(config).parent == self.folder:
+                record = record_of(process.info["pid"])
+                if record is not None and (recorded is None or record.pid != recorded.pid):
+                    found.append(record)
+        return found
+
     def _save_pid(self, name: str, record: ProcessRecord | None) -> None:
         pids = self._pids()
         if record is None:
@@ -428,6 +441,8 @@ class Sandbox:
             if current and port_is_open(port) and self.webhook_protection_on() == webhook_protection:
                 return current.pid
             stop_process(current, timeout=10)  # hung, or running with the other protection
+            for stray in self._unrecorded_apis():  # started by a run killed before it recorded the pid
+                stop_process(stray, timeout=10)
             self._refuse_taken_port(port, "sample API")
             values = self._secrets()
             config, password = api_settings(self, values)  # the alternative's database while failed over

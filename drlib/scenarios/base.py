@@ -261,6 +261,8 @@ class Scenario:
     preflight: Preflight = no_preflight
     verify_after: bool = True
     sandbox_only: bool = False
+    #: parameters the drill's staging sets itself (its ``notebook_parameters``): refused with ``-p``
+    drill_sets: tuple[str, ...] = ()
 
     @property
     def needs(self) -> tuple[Component, ...]:

@@ -348,4 +348,5 @@ SCENARIO = Scenario(
     rto_kind="database_loss",
     rpo_component="postgres",
     sandbox_only=True,
+    drill_sets=("drop_old_database",),
 )

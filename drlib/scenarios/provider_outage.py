@@ -501,4 +501,5 @@ SCENARIO = Scenario(
     rpo_component="postgres",
     verify_after=False,
     sandbox_only=True,
+    drill_sets=("fail_back", "drill_end_outage"),
 )
