@@ -76,10 +76,15 @@ def validate(params: tuple[Param, ...], values: Mapping[str, Any], *, scenario: 
                 f"parameter {param.name!r} is {value!r}; allowed: {', '.join(map(repr, param.choices))}"
             )
         if param.minimum is not None and value < param.minimum:
-            raise ParameterError(f"parameter {param.name!r} must be at least {param.minimum}, not {value!r}")
+            raise ParameterError(f"parameter {param.name!r} must be at least {_bound(param.minimum)}, not {value!r}")
         if param.maximum is not None and value > param.maximum:
-            raise ParameterError(f"parameter {param.name!r} must be at most {param.maximum:g}, not {value!r}")
+            raise ParameterError(f"parameter {param.name!r} must be at most {_bound(param.maximum)}, not {value!r}")
         if param.check is not None and param.name in values:
             param.check(value)
         resolved[param.name] = value
     return resolved
+
+
+def _bound(value: float) -> str:
+    """A limit as an operator types it: ``67108864``, ``0.5`` (never ``6.71089e+07``)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

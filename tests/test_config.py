@@ -113,6 +113,12 @@ def test_bad_parameters_are_refused_before_anything_runs(values: dict[str, objec
         validate(PARAMS, values, scenario="s")
 
 
+def test_a_limit_is_printed_as_the_operator_types_it() -> None:
+    sizes = (Param("probe_bytes", int, 1024, "bytes", minimum=1, maximum=64 * 1024 * 1024),)
+    with pytest.raises(ParameterError, match="at most 67108864, not 67108865"):
+        validate(sizes, {"probe_bytes": 64 * 1024 * 1024 + 1}, scenario="s")
+
+
 def test_no_scenario_declares_a_secret_as_a_parameter() -> None:
     from drlib.secrets import looks_like_secret_name
 
