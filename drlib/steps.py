@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 DryRun = Literal["run", "plan", "skip"]
 
 
+def combined(title: str, *outcomes: Outcome) -> Outcome:
+    """One outcome of several sub-steps' (a step made of another runbook's steps): their facts and checks."""
+    return Outcome(
+        title,
+        facts={k: v for o in outcomes for k, v in o.facts.items()},
+        checks=Checks(c for o in outcomes for c in o.checks),
+    )
+
+
 def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """A step's table of ``rows`` (pandas is imported here, when a notebook or report shows it: call it
     from ``Outcome.table``'s callable)."""

@@ -24,7 +24,7 @@ from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
 from drlib.scenarios.postgres_database_loss import PostgresDatabaseLoss, named_backup_checks
 from drlib.services import controller_for, stopped_check
 from drlib.staging import DrillSetup, fail_after_backup, write_rows_after_backup
-from drlib.steps import Outcome, frame, step
+from drlib.steps import Outcome, combined, frame, step
 
 #: what the drill damages in the sandbox's Content Crew database, per ``drill_damage``
 DRILL_DAMAGE: dict[str, dict[str, Damage]] = {
@@ -233,11 +233,7 @@ class DatabaseCorruption(Runbook):
             self.database.verify_restore(),
         ]
         self.restored = self.confirm
-        return Outcome(
-            "Restore from backup",
-            facts={k: v for o in outcomes for k, v in o.facts.items()},
-            checks=Checks(c for o in outcomes for c in o.checks),
-        )
+        return combined("Restore from backup", *outcomes)
 
     # Step 4 -------------------------------------------------------------------------------
     @step(

@@ -32,17 +32,9 @@ from drlib.staging import (
     write_keys_after_backup,
     write_rows_after_backup,
 )
-from drlib.steps import Outcome, step
+from drlib.steps import Outcome, combined, step
 from drlib.storage.backends import live_storage
 from drlib.storage.backup import archive_local
-
-
-def combined(title: str, *outcomes: Outcome) -> Outcome:
-    return Outcome(
-        title,
-        facts={k: v for o in outcomes for k, v in o.facts.items()},
-        checks=Checks(c for o in outcomes for c in o.checks),
-    )
 
 
 class FullSystemLoss(Runbook):

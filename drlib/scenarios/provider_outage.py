@@ -27,11 +27,10 @@ from drlib.preflight import stack_reachable
 from drlib.reachability import Reachability, probe_profile, wait_until_up
 from drlib.replication import replicate_backups, second_location_checks
 from drlib.scenarios.base import COMMON_PARAMS, Runbook, Scenario
-from drlib.scenarios.full_system_loss import combined
 from drlib.scenarios.postgres_database_loss import PostgresDatabaseLoss
 from drlib.scenarios.storage_loss import StorageLoss, s3_reachable_checks
 from drlib.staging import DrillSetup, fail_after_backup, write_rows_after_backup
-from drlib.steps import Outcome, step
+from drlib.steps import Outcome, combined, step
 from drlib.storage.backends import S3Storage, live_storage
 from drlib.storage.backup import snapshot_bucket
 

@@ -41,7 +41,7 @@ from drlib.staging import (
     write_objects_after_backup,
     write_rows_after_backup,
 )
-from drlib.steps import Outcome, frame, step
+from drlib.steps import Outcome, combined, frame, step
 from drlib.storage.backends import LocalStorage, S3Storage, live_storage
 from drlib.storage.backup import archive_local, snapshot_bucket
 from drlib.storage.catalogue import catalogue_for, restorable, storage_catalogue_table
@@ -381,12 +381,7 @@ class Ransomware(Runbook):
             health_timeout=self.values["health_timeout"],
         )
         self.evidence.note("failure_time", self.failure_time.isoformat())
-        outcomes = [sub.pre_restore_checklist(), sub.restore_database(), sub.verify_restore()]
-        return Outcome(
-            "Restore database",
-            facts={k: v for o in outcomes for k, v in o.facts.items()},
-            checks=Checks(c for o in outcomes for c in o.checks),
-        )
+        return combined("Restore database", sub.pre_restore_checklist(), sub.restore_database(), sub.verify_restore())
 
     # Step 5 -------------------------------------------------------------------------------
     @step(
