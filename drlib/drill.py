@@ -295,7 +295,10 @@ def clean_up(drill: Drill, failure: BaseException | None) -> BaseException | Non
         drill.setup.cleanup()
     except Exception as exc:
         drill.say(f"cleanup failed: {exc}")
+        drill.record.cleaned_up = f"the drill's cleanup failed ({exc}): run `drlib sandbox up`"
         return failure or exc
+    drill.record.cleaned_up = drill.setup.cleanup_leaves or "the drill's cleanup ran"
+    drill.save()
     return failure
 
 

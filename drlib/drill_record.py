@@ -67,6 +67,8 @@ class RunRecord(BaseModel):
     failure_time: str | None = None
     setup_backup: dict[str, Any] | None = None
     written_after_backup: dict[str, int] = Field(default_factory=dict)
+    #: what the staging's cleanup did, once it ran (after the notebooks: their stack state is older)
+    cleaned_up: str | None = None
     rto_kind: str | None = None
     rto_target_seconds: float | None = None
     rpo_component: str | None = None
@@ -165,6 +167,8 @@ def build_results(
     else:
         status = "passed"
     executions = [s.execution for s in record.stages if s.execution]
+    if record.cleaned_up:  # after every notebook: the last word on the stack
+        stack_state["after the drill"] = record.cleaned_up
     return DrillResults(
         schema_version=2,
         kind=record.kind,

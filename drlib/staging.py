@@ -46,6 +46,8 @@ class DrillSetup:
     #: undoes what the staging set up that the runbook does not own (e.g. a small volume mounted for the
     #: drill): the drill calls it once the notebooks are done, after a pass, a failure or a crash
     cleanup: Callable[[], object] | None = None
+    #: what the stack is like once ``cleanup`` ran (the report's last word on the stack's state)
+    cleanup_leaves: str = ""
 
     def data_loss(self, profile: Profile) -> dict[str, dict[str, int]]:
         """Per kind of data: how much was written after the backup, and how much of it is gone."""

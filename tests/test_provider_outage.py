@@ -272,6 +272,8 @@ def test_the_drill_fails_over_to_the_alternative_and_back(healthy_sandbox: Sandb
     assert checks["back:primary_database_reachable"] == "pass"
     steps = [s["name"] for s in results["steps"]]  # type: ignore[attr-defined]
     assert {"restore_database", "restore_storage", "switch_provider", "fail_back"} <= set(steps)
+    # the report's last word on the stack is what the cleanup left, written after every notebook's
+    assert "the alternative provider stopped" in results["stack_state"]["after the drill"]  # type: ignore[index]
     back_on_the_primary_and_healthy(healthy_sandbox)
 
 

@@ -67,6 +67,7 @@ SECRET_NAMES = {
 }
 #: in the sandbox folder while the API runs with its webhook protection switched off (a drill's fault)
 PROTECTION_OFF_MARKER = "webhook-protection-off"
+PORT_RELEASE_SECONDS = 3.0  # how long a port a stopped server held may take to close
 LOCK_TIMEOUT = 600.0  # seconds a second ``up``/``down`` waits for the first (seeding can take minutes)
 
 
@@ -464,11 +465,15 @@ class Sandbox:
             return record.pid
 
     def _refuse_taken_port(self, port: int, what: str) -> None:
-        if port_is_open(port):
-            raise SandboxError(
-                f"port {port} for the sandbox's {what} is held by a process drlib did not start; stop that "
-                "process, or run `drlib sandbox down` then `drlib sandbox up` to move to free ports"
-            )
+        deadline = time.monotonic() + PORT_RELEASE_SECONDS  # a server just stopped may still be closing it
+        while port_is_open(port):
+            if time.monotonic() >= deadline:
+                raise SandboxError(
+                    f"port {port} for the sandbox's {what} is held by a process drlib did not start"
+                    f"{_holder(port)}; stop that process, or run `drlib sandbox down` then `drlib sandbox up` "
+                    "to move to free ports"
+                )
+            time.sleep(0.05)
 
     def start_redis(self) -> None:
         """Start Redis (loading the RDB file in its folder, if any) unless it runs."""
@@ -668,3 +673,14 @@ def _service(name: str, pid: int | None, address: str, probe: Callable[[], tuple
 def sandbox_for(profile: Profile) -> Sandbox:
     """The sandbox a ``sandbox`` profile points at (its secrets file lives in the sandbox folder)."""
     return Sandbox(profile.secrets_file.parent if profile.secrets_file else None)
+
+
+def _holder(port: int) -> str:
+    """`` (pid N: its command line)`` of the process listening on ``port``, when this user may see it."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return f" (pid {conn.pid}: {' '.join(psutil.Process(conn.pid).cmdline())[:200]})"
+    except (psutil.Error, OSError):
+        pass
+    return ""

@@ -468,6 +468,8 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
         marker=setup.marker,
         notebook_parameters={"fail_back": True, "drill_end_outage": True},
         cleanup=functools.partial(end_outage, profile),
+        cleanup_leaves="the sandbox's primary provider up, the profile and the application on it, "
+        "the alternative provider stopped",
     )
 
 

@@ -293,6 +293,7 @@ def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
         failure_time=fault.protection_off_at,
         marker=token,
         cleanup=functools.partial(protect_webhooks, profile),
+        cleanup_leaves="the sample API running with its webhook protection on",
     )
 
 
