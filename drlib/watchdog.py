@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -71,19 +72,23 @@ def stop_watchdog(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+class _Finished(Exception):
+    """SIGUSR1: the run wrote its own report (raised from the handler, so a sleep ends at once)."""
+
+
+def _finished(signum: int, frame: object) -> None:
+    raise _Finished
+
+
 def watch(*, pid: int, create_time: float, run_id: str, folder: Path) -> int:
-    finished = False
-
-    def done(signum: int, frame: object) -> None:
-        nonlocal finished
-        finished = True
-
-    signal.signal(signal.SIGUSR1, done)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while not finished and same_process_alive(pid, create_time):
-        time.sleep(POLL_SECONDS)
-    if finished:
-        return 0
+    try:
+        signal.signal(signal.SIGUSR1, _finished)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while same_process_alive(pid, create_time):
+            time.sleep(POLL_SECONDS)
+    except _Finished:
+        os._exit(0)  # at once (nothing to flush or finalise): the run waits for it to free the lock it shares
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the run is gone: nothing can finish it now
     stopped = kill_marked(run_id)
     from drlib.report import MANIFEST_NAME  # here, not at start: the watchdog starts beside every run
 
