@@ -185,9 +185,11 @@ class ProcessRecord:
     pid: int
     create_time: float
     exe: str = ""
+    #: when it started in seconds since boot (:func:`started_since_boot`); None in an older drlib's record
+    started: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "create_time": self.create_time, "exe": self.exe}
+        return {"pid": self.pid, "create_time": self.create_time, "exe": self.exe, "started": self.started}
 
     @classmethod
     def from_dict(cls, data: Any) -> ProcessRecord | None:
@@ -195,7 +197,13 @@ class ProcessRecord:
         if not isinstance(data, dict):
             return None
         try:
-            return cls(pid=int(data["pid"]), create_time=float(data["create_time"]), exe=str(data.get("exe", "")))
+            started = data.get("started")
+            return cls(
+                pid=int(data["pid"]),
+                create_time=float(data["create_time"]),
+                exe=str(data.get("exe", "")),
+                started=None if started is None else float(started),
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -206,13 +214,25 @@ def record_of(pid: int) -> ProcessRecord | None:
         process = psutil.Process(pid)
         with process.oneshot():
             create_time = process.create_time()
+            started = started_since_boot(process)
             try:
                 exe = process.exe()
             except (psutil.AccessDenied, psutil.ZombieProcess):
                 exe = ""
     except psutil.NoSuchProcess:
         return None
-    return ProcessRecord(pid=pid, create_time=create_time, exe=exe)
+    return ProcessRecord(pid=pid, create_time=create_time, exe=exe, started=started)
+
+
+def started_since_boot(process: psutil.Process) -> float | None:
+    """When ``process`` started, in seconds since boot (``starttime`` in ``/proc/PID/stat``). Its wall-clock
+    create time is that plus the boot time, which moves by whole seconds when the system clock is adjusted:
+    two readings of one process can then differ, so identity is compared on this. None off Linux."""
+    try:
+        stat = Path(f"/proc/{process.pid}/stat").read_bytes()
+        return int(stat[stat.rindex(b")") + 2 :].split()[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def is_ours(record: ProcessRecord | None) -> bool:
@@ -221,7 +241,12 @@ def is_ours(record: ProcessRecord | None) -> bool:
     if record is None or not is_alive(record.pid):
         return False
     live = record_of(record.pid)
-    if live is None or abs(live.create_time - record.create_time) > CREATE_TIME_TOLERANCE:
+    if live is None:
+        return False
+    if live.started is not None and record.started is not None:
+        if abs(live.started - record.started) > CREATE_TIME_TOLERANCE:
+            return False
+    elif abs(live.create_time - record.create_time) > CREATE_TIME_TOLERANCE:
         return False
     return not (record.exe and live.exe and live.exe != record.exe)
 

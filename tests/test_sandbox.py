@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -262,3 +264,21 @@ def test_two_concurrent_ups_start_one_api_and_down_leaves_no_process_behind(
 
     box.down(purge=True)
     assert not folder.exists()
+
+
+def test_a_clock_adjustment_does_not_make_our_processes_strangers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psutil's create time is the time since boot plus the boot time, which an NTP step moves by whole
+    seconds: a process must still be ours (else its server is refused its own port, or a watchdog kills a
+    live restore), and a stranger with our pid a stranger."""
+    from psutil import _pslinux
+
+    from drlib.watchdog import _started, same_process_alive
+
+    me = record_of(os.getpid())
+    assert me is not None and me.started is not None
+    real = _pslinux.boot_time
+    monkeypatch.setattr(_pslinux, "boot_time", lambda: real() + 1.0)
+    moved = record_of(os.getpid())
+    assert moved is not None and abs(moved.create_time - me.create_time) >= 1  # as the clock step moves it
+    assert is_ours(me) and same_process_alive(os.getpid(), _started(psutil.Process()))
+    assert not is_ours(dataclasses.replace(me, started=me.started - 1))
