@@ -185,7 +185,7 @@ class ProcessRecord:
     pid: int
     create_time: float
     exe: str = ""
-    #: when it started in seconds since boot (:func:`started_since_boot`); None in an older drlib's record
+    #: when it started (:func:`start_time`); None in an older drlib's record
     started: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,7 +214,7 @@ def record_of(pid: int) -> ProcessRecord | None:
         process = psutil.Process(pid)
         with process.oneshot():
             create_time = process.create_time()
-            started = started_since_boot(process)
+            started = start_time(process)
             try:
                 exe = process.exe()
             except (psutil.AccessDenied, psutil.ZombieProcess):
@@ -224,15 +224,16 @@ def record_of(pid: int) -> ProcessRecord | None:
     return ProcessRecord(pid=pid, create_time=create_time, exe=exe, started=started)
 
 
-def started_since_boot(process: psutil.Process) -> float | None:
-    """When ``process`` started, in seconds since boot (``starttime`` in ``/proc/PID/stat``). Its wall-clock
-    create time is that plus the boot time, which moves by whole seconds when the system clock is adjusted:
-    two readings of one process can then differ, so identity is compared on this. None off Linux."""
+def start_time(process: psutil.Process) -> float:
+    """When ``process`` started: seconds since boot (``starttime`` in ``/proc/PID/stat``), else (off Linux)
+    psutil's wall-clock create time. That one is the time since boot plus the boot time, which moves by whole
+    seconds when the system clock is adjusted, so two readings of one process can differ: identity is
+    compared on this."""
     try:
         stat = Path(f"/proc/{process.pid}/stat").read_bytes()
         return int(stat[stat.rindex(b")") + 2 :].split()[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
-        return None
+        return float(process.create_time())
 
 
 def is_ours(record: ProcessRecord | None) -> bool:

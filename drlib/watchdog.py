@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from drlib.processes import kill_marked, started_since_boot, without_marker
+from drlib.processes import kill_marked, start_time, without_marker
 
 POLL_SECONDS = 0.1
 
@@ -31,14 +31,9 @@ def same_process_alive(pid: int, create_time: float) -> bool:
     clock adjustment does not move: a wall-clock create time would, and the run's restore be killed)."""
     try:
         process = psutil.Process(pid)
-        return bool(process.status() != psutil.STATUS_ZOMBIE and abs(_started(process) - create_time) < 0.01)
+        return bool(process.status() != psutil.STATUS_ZOMBIE and abs(start_time(process) - create_time) < 0.01)
     except psutil.NoSuchProcess:
         return False
-
-
-def _started(process: psutil.Process) -> float:
-    started = started_since_boot(process)
-    return process.create_time() if started is None else started
 
 
 def start_watchdog(*, run_id: str, folder: Path, lock_fd: int | None) -> subprocess.Popen[bytes]:
@@ -51,7 +46,7 @@ def start_watchdog(*, run_id: str, folder: Path, lock_fd: int | None) -> subproc
         "--pid",
         str(me.pid),
         "--create-time",
-        repr(_started(me)),
+        repr(start_time(me)),
         "--run-id",
         run_id,
         "--folder",

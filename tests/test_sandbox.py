@@ -20,7 +20,7 @@ from drlib.app.health import http_request
 from drlib.config import load_profile
 from drlib.exceptions import CredentialsRejected, SandboxError
 from drlib.postgres.connection import PgTarget
-from drlib.processes import is_ours, port_is_open, record_of
+from drlib.processes import is_ours, port_is_open, record_of, start_time
 from drlib.sandbox.stack import SECRET_NAMES, Sandbox
 
 
@@ -272,7 +272,7 @@ def test_a_clock_adjustment_does_not_make_our_processes_strangers(monkeypatch: p
     live restore), and a stranger with our pid a stranger."""
     from psutil import _pslinux
 
-    from drlib.watchdog import _started, same_process_alive
+    from drlib.watchdog import same_process_alive
 
     me = record_of(os.getpid())
     assert me is not None and me.started is not None
@@ -280,5 +280,5 @@ def test_a_clock_adjustment_does_not_make_our_processes_strangers(monkeypatch: p
     monkeypatch.setattr(_pslinux, "boot_time", lambda: real() + 1.0)
     moved = record_of(os.getpid())
     assert moved is not None and abs(moved.create_time - me.create_time) >= 1  # as the clock step moves it
-    assert is_ours(me) and same_process_alive(os.getpid(), _started(psutil.Process()))
+    assert is_ours(me) and same_process_alive(os.getpid(), start_time(psutil.Process()))
     assert not is_ours(dataclasses.replace(me, started=me.started - 1))
