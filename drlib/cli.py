@@ -20,16 +20,24 @@ from drlib.cli_monitor import monitor
 from drlib.cli_prune import prune
 from drlib.cli_restore import restore, verify
 from drlib.cli_undo import undo
-from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors, parameter_option
+from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors, leave, parameter_option
 
 EXIT_DRILL_FAILED = EXIT_CHECK_FAILED
-__all__ = ["EXIT_DRILL_FAILED", "EXIT_DRLIB_ERROR", "handles_errors", "main"]
+__all__ = ["EXIT_DRILL_FAILED", "EXIT_DRLIB_ERROR", "handles_errors", "main", "run"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="drlib")
 def main() -> None:
     """Executable disaster-recovery runbooks: sandbox, drills, restores, backups and reports."""
+
+
+def run() -> None:
+    """The ``drlib`` console command: :func:`main`, then :func:`~drlib.terminal.leave` with its exit code."""
+    try:
+        main()  # click's standalone mode: every ending (errors, Ctrl-C, --help) is a SystemExit
+    except SystemExit as done:
+        leave(done.code)
 
 
 main.add_command(restore)
@@ -463,4 +471,4 @@ def lab(port: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run()

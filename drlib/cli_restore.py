@@ -132,6 +132,10 @@ def _run(
     confirm: bool = False,
     flags: dict[str, Any] | None = None,
 ) -> None:
+    if target == "database":
+        from drlib.postgres.tools import find_programs_early
+
+        find_programs_early()  # beside the imports below
     from drlib.operate import get_operation, resolve_parameters, run_operation
     from drlib.secrets import redact
     from drlib.terminal import show_results

@@ -174,7 +174,7 @@ def write_report_folder(folder: Path, results: DrillResults) -> None:
     for leaking in scan_for_secrets(folder):
         leaking.write_text(redact(leaking.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
     write_checksums(folder)
-    write_index(folder.parent.parent)
+    write_index(folder.parent.parent, changed=folder)
 
 
 def write_checksums(folder: Path) -> None:
@@ -225,11 +225,40 @@ def _newest_first(entry: dict[str, Any]) -> tuple[str, str, str]:
     return day, name[:6], str(entry.get("started_at", ""))
 
 
-def write_index(root: Path) -> Path:
+def _indexed(root: Path) -> dict[str, dict[str, Any]]:
+    """The rows of the ``index.json`` already in ``root`` by folder (none when it is missing or not an index)."""
+    try:
+        rows = json.loads((root / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(rows, list):
+        return {}
+    return {
+        row["folder"]: row
+        for row in rows
+        if isinstance(row, dict)
+        and isinstance(row.get("folder"), str)
+        and isinstance(row.get("status"), str)
+        and isinstance(row.get("intact"), str)
+        and all(isinstance(row.get(key), int | float | None) for key in ("rto_seconds", "rpo_seconds"))
+    }
+
+
+def write_index(root: Path, *, changed: Path | None = None) -> Path:
     """``index.html`` and ``index.json`` over every report folder under ``root``, newest first; a folder
-    without readable results is listed as ``incomplete``, never skipped."""
+    without readable results is listed as ``incomplete``, never skipped.
+
+    Every folder is read and its checksums checked, unless ``changed`` names the one folder a run just
+    wrote: then the other folders keep the rows the index already has (their ``intact`` as last checked),
+    so a run's cost does not grow with the archive; ``drlib reports index`` checks them all again."""
     folders = [p for p in root.glob("*/*") if p.is_dir() and p.parent.name[:1].isdigit()]
-    entries = sorted((index_entry(root, folder) for folder in folders), key=_newest_first, reverse=True)
+    known = _indexed(root) if changed is not None else {}
+
+    def entry(folder: Path) -> dict[str, Any]:
+        kept = known.get(folder.relative_to(root).as_posix())
+        return kept if kept is not None and folder != changed else index_entry(root, folder)
+
+    entries = sorted((entry(folder) for folder in folders), key=_newest_first, reverse=True)
     (root / "index.json").write_text(json.dumps(entries, indent=2), encoding="utf-8")
     rows = "".join(
         f"<tr><td><a href='{html.escape(e['folder'])}/report.html'>{html.escape(str(e.get('started_at')))}</a></td>"

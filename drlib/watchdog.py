@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -34,6 +35,23 @@ def same_process_alive(pid: int, create_time: float) -> bool:
         return bool(process.status() != psutil.STATUS_ZOMBIE and abs(start_time(process) - create_time) < 0.01)
     except psutil.NoSuchProcess:
         return False
+
+
+def wait_for_exit(pid: int, create_time: float) -> None:
+    """Return once the run's process is gone: asleep on a pidfd (Linux), else looking every 0.1 s."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux, or the process is already gone
+        pidfd = None
+    try:
+        if pidfd is not None and same_process_alive(pid, create_time):  # after the open: the fd is the run's
+            select.select([pidfd], [], [])  # readable when it exits
+            return
+        while same_process_alive(pid, create_time):
+            time.sleep(POLL_SECONDS)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def start_watchdog(*, run_id: str, folder: Path, lock_fd: int | None) -> subprocess.Popen[bytes]:
@@ -86,8 +104,7 @@ def watch(*, pid: int, create_time: float, run_id: str, folder: Path) -> int:
     try:
         signal.signal(signal.SIGUSR1, _finished)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        while same_process_alive(pid, create_time):
-            time.sleep(POLL_SECONDS)
+        wait_for_exit(pid, create_time)
     except _Finished:
         os._exit(0)  # at once (nothing to flush or finalise): the run waits for it to free the lock it shares
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the run is gone: nothing can finish it now

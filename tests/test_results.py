@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drlib.report import index_entry, render_report, write_index
+from drlib.report import index_entry, render_report, write_checksums, write_index
 from drlib.results import SCHEMA_FILE, DrillResults, ResultsUnreadable, results_schema
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -54,3 +54,48 @@ def test_the_index_lists_a_folder_without_results_as_incomplete(tmp_path: Path) 
         "2026-11-26/163239-postgres_database_loss": "error",
     }
     assert index_entry(tmp_path, done)["intact"] == "ALTERED"  # no SHA256SUMS: never written by drlib
+
+
+def _report(root: Path, name: str) -> Path:
+    folder = root / "2026-11-26" / name
+    folder.mkdir(parents=True)
+    shutil.copy(DATA / "results-schema1.json", folder / "results.json")
+    write_checksums(folder)
+    return folder
+
+
+def test_a_run_updates_its_own_row_of_the_index_and_keeps_the_others(tmp_path: Path) -> None:
+    first, second = _report(tmp_path, "163239-postgres_database_loss"), _report(tmp_path, "170000-redis_loss")
+    write_index(tmp_path)
+    (first / "results.json").write_text((first / "results.json").read_text() + " ")  # altered after indexing
+    third = _report(tmp_path, "180000-storage_loss")  # never indexed: read although another run is named
+    shutil.rmtree(second)  # gone: dropped from the index
+    write_index(tmp_path, changed=third)
+    rows = {e["folder"]: e["intact"] for e in json.loads((tmp_path / "index.json").read_text())}
+    assert rows == {"2026-11-26/163239-postgres_database_loss": "yes", "2026-11-26/180000-storage_loss": "yes"}
+    write_index(tmp_path, changed=first)  # the folder a run names is always read again
+    rows = {e["folder"]: e["intact"] for e in json.loads((tmp_path / "index.json").read_text())}
+    assert rows["2026-11-26/163239-postgres_database_loss"] == "ALTERED"
+    (third / "results.json").write_text((third / "results.json").read_text() + " ")
+    write_index(tmp_path)  # `drlib reports index`: every folder checked again
+    rows = {e["folder"]: e["intact"] for e in json.loads((tmp_path / "index.json").read_text())}
+    assert rows["2026-11-26/180000-storage_loss"] == "ALTERED"
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        "not json",
+        '{"folder": "x"}',
+        '[{"folder": "2026-11-26/163239-postgres_database_loss", "status": 1}]',
+        '[{"folder": "2026-11-26/163239-postgres_database_loss", "status": "passed", "intact": "yes", '
+        '"rto_seconds": "<script>"}]',
+    ],
+)
+def test_an_index_json_that_is_not_an_index_is_rebuilt_from_the_folders(tmp_path: Path, index: str) -> None:
+    folder = _report(tmp_path, "163239-postgres_database_loss")
+    (tmp_path / "index.json").write_text(index)
+    write_index(tmp_path, changed=tmp_path / "2026-11-26" / "170000-other")
+    entries = json.loads((tmp_path / "index.json").read_text())
+    assert entries == [index_entry(tmp_path, folder)]
+    assert "<script>" not in (tmp_path / "index.html").read_text()

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,10 +19,24 @@ def _version_key(path: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", path.parent.name) or ["0"])
 
 
-@lru_cache(maxsize=1)
+_FINDING = threading.Lock()
+
+
 def pg_bindir() -> Path | None:
     """The folder with PostgreSQL's programs: ``$DRLIB_PG_BINDIR``, ``pg_config --bindir``,
-    the newest ``/usr/lib/postgresql/*/bin``, or None to use ``PATH``."""
+    the newest ``/usr/lib/postgresql/*/bin``, or None to use ``PATH``. Looked for once per process."""
+    with _FINDING:  # one search, also when find_programs_early() is still at it
+        return _find_bindir()
+
+
+def find_programs_early() -> None:
+    """Start looking for the programs in a background thread (``pg_config`` is a shell script on
+    Debian: 20 ms), so a command that needs them finds the answer ready after its imports."""
+    threading.Thread(target=pg_bindir, name="drlib-find-pg", daemon=True).start()
+
+
+@lru_cache(maxsize=1)
+def _find_bindir() -> Path | None:
     _SEARCHED.clear()
     if os.environ.get("DRLIB_PG_BINDIR"):
         return Path(os.environ["DRLIB_PG_BINDIR"])

@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from drlib import faults
-from drlib.app.functional import login_and_create_job
 from drlib.app.health import wait_healthy
 from drlib.checks import CheckResult, Checks, check
 from drlib.config import Profile
@@ -372,6 +370,8 @@ class PostgresDatabaseLoss(Runbook):
         needs=("app",),
     )
     def post_restore_verification(self) -> Outcome:
+        from drlib.app.functional import login_and_create_job  # storage checks: not a restore's start-up
+
         app = self.profile.require_app()
         health = wait_healthy(app.base_url, path=app.health_path, timeout=10, name="post_restore_health")
         return Outcome("Post-restore verification", checks=Checks([health, *login_and_create_job(self.profile)]))
@@ -419,6 +419,8 @@ def named_backup_checks(profile: Profile, *, selection: str, require_manifest: b
 def stage(profile: Profile, params: dict[str, Any]) -> DrillSetup:
     """Backup, rows written after it (Content Crew: 25 jobs and 2 users; any other database: 25 rows in
     drlib_drill.rpo_probe, created before the backup), then the live database is dropped."""
+    from drlib import faults  # drills only: not a restore's start-up
+
     target = PgTarget.from_profile(profile)
     prepare_rows_after_backup(target)
     backup = backup_database(target=target, backup_dir=profile.backups.postgres_dir, prefix=profile.backups.prefix)
