@@ -340,7 +340,7 @@ def print_table(bench: Bench, jobs_list: Sequence[int]) -> list[int]:
         f"drlib: the defaults (every row of the copy proven before the swap), target {ROW_PROOF_TARGET:.2f} = restore "
         f"{RESTORE_TARGET} + content fingerprint {VERIFY_TARGET}; drlib catalogue: -p verify_rows false (the copy's "
         f"catalogue proven), target {RESTORE_TARGET}. best/best: the best drlib run over the best raw run; paired: "
-        "the median of each attempt's drlib/raw. speed-up: at -j {jobs_list[0]} / at -j N. verify exact: the "
+        f"the median of each attempt's drlib/raw. speed-up: at -j {jobs_list[0]} / at -j N. verify exact: the "
         "whole `drlib verify database -p exact true` process (every table's content fingerprint, the schema, orphans)"
     )
     for name, timing in (("-p exact true ", exact), ("-p exact false", plain)):

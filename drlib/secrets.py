@@ -24,6 +24,12 @@ _KEY_VALUE = re.compile(
     r"(?P<sep>\s*=\s*|['\"]\s*:\s*)(?P<q>['\"]?)(?P<value>[^\s'\",;&]+)"
 )
 
+#: what a text holds, lower-cased, wherever _KEY_VALUE could match: one of these (its keys' stems)...
+_KEY_STEMS = ("passw", "secret", "token", "requirepass")
+#: ...or a character that case-insensitive matching takes for a key's letter but ``str.lower()`` does not
+#: turn into it (dotted and dotless i, long s, Kelvin sign)
+_ODD_CASE = ("\u0130", "\u0131", "\u017f", "\u212a")
+
 SECRET_NAME_HINTS = ("password", "passwd", "secret", "token", "api_key", "access_key", "private_key", "credential")
 
 
@@ -44,8 +50,12 @@ def redact(text: str) -> str:
         return text
     for value in sorted(_known, key=len, reverse=True):
         text = text.replace(value, MASK)
-    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
-    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}{m['q']}{MASK}", text)
+    if "://" in text:  # the patterns are slow on a large text (a run's evidence): looked for only if they can match
+        text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    lowered = text.lower()
+    if any(stem in lowered for stem in _KEY_STEMS) or any(odd in text for odd in _ODD_CASE):
+        text = _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}{m['q']}{MASK}", text)
+    return text
 
 
 class SecretValues(Mapping[str, str]):

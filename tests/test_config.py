@@ -134,6 +134,22 @@ def test_redaction_masks_registered_secrets_url_passwords_and_pairs() -> None:
     assert text.count(MASK) == 4
 
 
+#: every character the key pattern's case-insensitive match takes for a given ASCII letter
+ODD_CASE = {"i": "\u0130\u0131", "s": "\u017f", "k": "\u212a"}
+
+
+@pytest.mark.parametrize(
+    "key", ["password", "PASSWD", "PGPassword", "secret", "secret_access_key", "Token", "requirepass"]
+)
+def test_a_key_value_pair_is_masked_however_its_key_is_spelt(key: str) -> None:
+    spellings = {key, key.upper()} | {
+        key[:i] + odd + key[i + 1 :] for i, letter in enumerate(key.lower()) for odd in ODD_CASE.get(letter, "")
+    }
+    for spelling in spellings:
+        for text in (f"{spelling}=v4lue-x", f'{{"{spelling}": "v4lue-x"}}', f"a long text, then {spelling} = v4lue-x"):
+            assert "v4lue-x" not in redact(text), text
+
+
 def test_error_messages_never_carry_a_secret() -> None:
     register_secret("leaky-secret-value")
     assert "leaky-secret-value" not in str(DrlibError("failed with leaky-secret-value"))
