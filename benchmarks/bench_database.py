@@ -93,7 +93,7 @@ LOAD_SQL: dict[str, str] = {
     "documents": """
         INSERT INTO documents
         SELECT i, 1 + (i * 7) % {customers}, 'Document ' || i || ' ' || left(md5(i::text), 12),
-               substr(pool.text, 1 + (i * 7919) % 60000, 1000 + i % 900),
+               substr(pool.text, 1 + ((i::bigint * 7919) % 60000)::int, 1000 + i % 900),
                timestamptz '2024-06-01 00:00:00+00' + i * interval '3 seconds'
         FROM generate_series(1, {n}) AS i,
              (SELECT string_agg(md5(g::text), ' ') AS text FROM generate_series(1, 2000) AS g) AS pool""",
