@@ -36,7 +36,8 @@ lab: install
 ## Benchmarks against the raw tools: `drlib restore database` on a 1 GB database of five tables, and storage
 ## (20,000 files, 2 GiB); minutes each.
 benchmark: install
-	$(BIN)/python benchmarks/database_restore_command.py
+	$(BIN)/python benchmarks/database_restore_command.py --size-mb 1024 --repeat 5
+	$(BIN)/python benchmarks/database_restore_command.py --size-mb 4096 --repeat 3
 	$(BIN)/python benchmarks/storage_benchmark.py
 
 sandbox-up: install
