@@ -3,15 +3,20 @@ executed notebook), a ``SHA256SUMS`` manifest per report, and an index over time
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
+import math
+import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from drlib.checks import CheckResult, checks_table_html
 from drlib.exceptions import ConfigError
+from drlib.lock import FileLock, LockBusy, take
 from drlib.results import DrillResults, ResultsUnreadable
 from drlib.secrets import redact, scan_for_secrets
 from drlib.units import format_duration
@@ -240,8 +245,43 @@ def _indexed(root: Path) -> dict[str, dict[str, Any]]:
         and isinstance(row.get("folder"), str)
         and isinstance(row.get("status"), str)
         and isinstance(row.get("intact"), str)
-        and all(isinstance(row.get(key), int | float | None) for key in ("rto_seconds", "rpo_seconds"))
+        and all(_a_duration(row.get(key)) for key in ("rto_seconds", "rpo_seconds"))
     }
+
+
+def _a_duration(value: object) -> bool:
+    """None or a finite number of seconds: what :func:`index_entry` writes (``Infinity``, ``NaN`` or ``true``
+    in a hand-edited index would stop the page's rendering, or be written back as JSON no parser reads)."""
+    if value is None:
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: held while a run reads and writes the index, so two runs ending together each keep the other's row
+INDEX_LOCK = ".index.lock"
+
+
+@contextlib.contextmanager
+def _index_locked(root: Path) -> Iterator[None]:
+    """The index's lock for the ``with`` block: another run's index is written first (30 s at most; then
+    the index is written without the lock, still whole: see :func:`_replace`)."""
+    try:
+        held: FileLock | None = take(root / INDEX_LOCK, purpose="reports index", timeout=30)
+    except (LockBusy, OSError):
+        held = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole: a reader (another run's :func:`write_index`, a browser) sees the old file or
+    the new one, never half of it."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, path)
 
 
 def write_index(root: Path, *, changed: Path | None = None) -> Path:
@@ -251,6 +291,11 @@ def write_index(root: Path, *, changed: Path | None = None) -> Path:
     Every folder is read and its checksums checked, unless ``changed`` names the one folder a run just
     wrote: then the other folders keep the rows the index already has (their ``intact`` as last checked),
     so a run's cost does not grow with the archive; ``drlib reports index`` checks them all again."""
+    with _index_locked(root):
+        return _write_index(root, changed)
+
+
+def _write_index(root: Path, changed: Path | None) -> Path:
     folders = [p for p in root.glob("*/*") if p.is_dir() and p.parent.name[:1].isdigit()]
     known = _indexed(root) if changed is not None else {}
 
@@ -259,7 +304,7 @@ def write_index(root: Path, *, changed: Path | None = None) -> Path:
         return kept if kept is not None and folder != changed else index_entry(root, folder)
 
     entries = sorted((entry(folder) for folder in folders), key=_newest_first, reverse=True)
-    (root / "index.json").write_text(json.dumps(entries, indent=2), encoding="utf-8")
+    _replace(root / "index.json", json.dumps(entries, indent=2))
     rows = "".join(
         f"<tr><td><a href='{html.escape(e['folder'])}/report.html'>{html.escape(str(e.get('started_at')))}</a></td>"
         f"<td>{html.escape(str(e.get('scenario')))}</td><td>{html.escape(str(e.get('environment', '')))}</td>"
@@ -274,7 +319,7 @@ def write_index(root: Path, *, changed: Path | None = None) -> Path:
         f"<th>RTO</th><th>RPO</th><th>intact</th></tr></thead><tbody>{rows}</tbody></table></body></html>"
     )
     index = root / "index.html"
-    index.write_text(page, encoding="utf-8")
+    _replace(index, page)
     return index
 
 

@@ -123,20 +123,52 @@ def exit_code(results: DrillResults) -> int:
     return EXIT_OK
 
 
+#: the exit status Python gives when the output could not be written at exit
+EXIT_OUTPUT_LOST = 120
+#: a C ``long`` (64-bit Linux): a larger exit code is -1 to ``sys.exit`` (255), not its low byte
+_LONG = range(-(2**63), 2**63)
+
+
 def leave(code: object) -> NoReturn:
     """End the process as ``sys.exit(code)`` would (``None`` is 0, an int itself, anything else printed
     and 1), but once the exit handlers ran and the output is flushed, without the interpreter's
     teardown: freeing every module and a last garbage collection take about 40 ms, which a command's
     user waits for and nothing needs. With another thread still running, a normal exit (it is joined)."""
     if code is None or isinstance(code, int):
-        status = code or 0
+        status = (code if code in _LONG else -1) if code else 0
     else:
         print(code, file=sys.stderr)
         status = 1
     if threading.active_count() > 1:
         sys.exit(status)
     atexit._run_exitfuncs()  # what a normal exit runs first: logging's flush, temporary folders
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed pipe (``| head``) must not turn into a traceback
-            stream.flush()
+    if not _flushed():
+        status = EXIT_OUTPUT_LOST
     os._exit(status & 0xFF)
+
+
+def _flushed() -> bool:
+    """Flush stdout and stderr; False when output was lost (a full disk, an I/O error: said on stderr), not
+    when the reader of a pipe is gone (``| head``: no traceback, no message)."""
+    flushed = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except BrokenPipeError:
+            continue
+        except OSError as exc:
+            flushed = False
+            _say_lost(exc)
+        except Exception:  # a stream replaced by something odd: no traceback (as Python's own exit)
+            continue
+    return flushed
+
+
+def _say_lost(exc: OSError) -> None:
+    """One line on the original stderr (if it can still be written) about output that was lost."""
+    stderr = sys.__stderr__
+    if stderr is not None:
+        with contextlib.suppress(Exception):
+            stderr.write(f"error: drlib's output was not all written ({exc}): free space or write it elsewhere\n")
+            stderr.flush()

@@ -26,7 +26,10 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize(("code", "status"), [("None", 0), ("0", 0), ("3", 3), ("130", 130), ("256 + 2", 2)])
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("None", 0), ("0", 0), ("3", 3), ("130", 130), ("256 + 2", 2), ("-1", 255), ("2**63", 255), ("-(2**63) - 1", 255)],
+)
 def test_the_exit_code_is_the_one_sys_exit_would_give(code: str, status: int) -> None:
     done = run_python(f"from drlib.terminal import leave\nprint('x' * 100_000, end='')\nleave({code})")
     assert done.returncode == status
@@ -72,6 +75,21 @@ def test_output_to_a_closed_pipe_is_not_a_traceback() -> None:
     )
     reader.stdin.close()
     assert (writer.returncode, writer.stderr) == (0, "")
+
+
+def test_output_lost_on_a_full_disk_is_an_error_not_a_success() -> None:
+    with open("/dev/full", "w") as full:  # `drlib … --json > report.json` on a full disk
+        done = subprocess.run(
+            [sys.executable, "-c", "from drlib.terminal import leave\nprint('{}')\nleave(0)"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+            env=BUFFERED,
+        )
+    assert done.returncode == 120  # as Python's own exit gives
+    assert "No space left on device" in done.stderr
 
 
 def test_the_console_command_exits_with_click_s_codes() -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,56 @@ def test_an_index_json_that_is_not_an_index_is_rebuilt_from_the_folders(tmp_path
     entries = json.loads((tmp_path / "index.json").read_text())
     assert entries == [index_entry(tmp_path, folder)]
     assert "<script>" not in (tmp_path / "index.html").read_text()
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999", "true"])
+def test_a_kept_row_with_a_number_that_is_not_a_duration_is_read_again(tmp_path: Path, number: str) -> None:
+    folder = _report(tmp_path, "163239-postgres_database_loss")
+    row = f'{{"folder": "{folder.relative_to(tmp_path).as_posix()}", "status": "passed", "intact": "yes", '
+    (tmp_path / "index.json").write_text(f'[{row}"rto_seconds": {number}, "rpo_seconds": null}}]')
+    write_index(tmp_path, changed=_report(tmp_path, "170000-redis_loss"))  # a run's last step: must not raise
+    entries = json.loads((tmp_path / "index.json").read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert index_entry(tmp_path, folder) in entries
+
+
+INDEX_READER = """
+import json, sys, time
+from pathlib import Path
+index, torn, end = Path(sys.argv[1]) / "index.json", 0, time.monotonic() + 1.5
+while time.monotonic() < end:
+    try:
+        json.loads(index.read_text())
+    except ValueError:
+        torn += 1
+print(torn)
+"""
+
+
+def test_the_index_is_never_seen_half_written(tmp_path: Path) -> None:
+    for n in range(40):
+        _report(tmp_path, f"{n:06d}-redis_loss")
+    write_index(tmp_path)
+    reader = subprocess.Popen([sys.executable, "-c", INDEX_READER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    while reader.poll() is None:  # another run finishing, over and over, while the index is read
+        write_index(tmp_path, changed=tmp_path / "2026-11-26" / "000000-redis_loss")
+    assert reader.communicate()[0].strip() == "0"
+
+
+INDEX_WRITER = """
+import sys, time
+from pathlib import Path
+from drlib.report import _index_locked
+with _index_locked(Path(sys.argv[1])):
+    print("writing", flush=True)
+    time.sleep(1)
+"""
+
+
+def test_a_run_s_index_waits_for_the_index_another_run_is_writing(tmp_path: Path) -> None:
+    _report(tmp_path, "163239-postgres_database_loss")
+    other = subprocess.Popen([sys.executable, "-c", INDEX_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert other.stdout is not None and other.stdout.readline() == "writing\n"
+    started = time.monotonic()
+    write_index(tmp_path, changed=_report(tmp_path, "170000-redis_loss"))  # read after the other run's write
+    assert time.monotonic() - started > 0.5
+    assert other.wait(timeout=30) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -32,7 +33,14 @@ def pg_bindir() -> Path | None:
 def find_programs_early() -> None:
     """Start looking for the programs in a background thread (``pg_config`` is a shell script on
     Debian: 20 ms), so a command that needs them finds the answer ready after its imports."""
-    threading.Thread(target=pg_bindir, name="drlib-find-pg", daemon=True).start()
+    threading.Thread(target=_find_quietly, name="drlib-find-pg", daemon=True).start()
+
+
+def _find_quietly() -> None:
+    """:func:`pg_bindir` in the early thread: an error there is the command's to report when it looks
+    again, never a thread's traceback on the terminal."""
+    with contextlib.suppress(Exception):
+        pg_bindir()
 
 
 @lru_cache(maxsize=1)
@@ -44,7 +52,9 @@ def _find_bindir() -> Path | None:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False, timeout=30)
+            out = subprocess.run(  # errors="replace": a folder that is not text is not found, not a traceback
+                [pg_config, "--bindir"], capture_output=True, text=True, errors="replace", check=False, timeout=30
+            )
         except (OSError, subprocess.TimeoutExpired):
             out = subprocess.CompletedProcess([pg_config], 1, "", "")
         candidate = Path(out.stdout.strip())
