@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from drlib.checks import CheckResult
-from drlib.exceptions import BackupCorrupt
+from drlib.exceptions import BackupCorrupt, DrillInterrupted, RestoreFailed
 from drlib.plans import RestorePlan
 from drlib.postgres.archive import prefix_sha256, toc_prefix
 from drlib.postgres.backup import Backup, backup_database
@@ -215,3 +215,24 @@ def test_a_malformed_toc_length_reads_the_whole_file_first(dumped: tuple[PgTarge
     edited = edit_manifest(backup, toc_bytes=toc_bytes)
     verified = verify_backup(edited, defer_checksum=True)  # no TypeError, no whole file read as a "prefix"
     assert not verified.checksum_pending and "backup_checksum" in [c.name for c in verified.checks]
+
+
+def test_an_interrupt_as_create_database_returns_drops_the_copy(
+    dumped: tuple[PgTarget, Backup], target: PgTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal lands after the server made the copy, before the restore's own clean-up is armed
+    (the window is too short to hit with a real signal, so the test raises what its handler raises)."""
+    import drlib.postgres.restore as restore_module
+
+    db, backup = dumped
+    real = restore_module.create_database
+
+    def created_then_interrupted(*args: object, **kwargs: object) -> list[str]:
+        real(*args, **kwargs)  # type: ignore[arg-type]
+        raise DrillInterrupted("SIGTERM")
+
+    monkeypatch.setattr(restore_module, "create_database", created_then_interrupted)
+    copy = f"{db.name}_copy"
+    with pytest.raises(RestoreFailed, match=r"interrupted \(DrillInterrupted\).*not touched.*copy .* was dropped"):
+        restore_to_new_database(verify_backup(backup, defer_checksum=True), target=db, confirm=True, new_name=copy)
+    assert not database_exists(target, copy)

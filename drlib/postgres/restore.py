@@ -461,9 +461,14 @@ def restore_to_new_database(
         notes = create_database(target, new_name, like=props)
     except DrlibError as exc:
         raise RestoreFailed(f"{exc.message}. {untouched}; no database was created{_kept_roles(created)}.") from exc
-    if checksum is None and verified.checksum_pending:
-        checksum = BackgroundChecksum(verified)
+    except BaseException as exc:  # interrupted: the server may have made the copy before the signal landed
+        cleanup = _drop_partial(target, new_name)
+        raise RestoreFailed(
+            f"restore interrupted ({type(exc).__name__}). {untouched}{_kept_roles(created)}. {cleanup}"
+        ) from exc
     try:
+        if checksum is None and verified.checksum_pending:
+            checksum = BackgroundChecksum(verified)
         seconds = run_pg_restore(argv, target=target, timeout=timeout, abort=checksum.failed if checksum else None)
         copy = target.with_database(new_name)
         with sql_errors(copy, doing=f"giving {new_name} the backup's database properties"), copy.connect() as conn:
