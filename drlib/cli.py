@@ -21,7 +21,14 @@ from drlib.cli_monitor import monitor
 from drlib.cli_prune import prune
 from drlib.cli_restore import restore, verify
 from drlib.cli_undo import undo
-from drlib.terminal import EXIT_CHECK_FAILED, EXIT_DRLIB_ERROR, handles_errors, leave, parameter_option
+from drlib.terminal import (
+    EXIT_CHECK_FAILED,
+    EXIT_DRLIB_ERROR,
+    handles_errors,
+    leave,
+    leave_after_failed_write,
+    parameter_option,
+)
 
 EXIT_DRILL_FAILED = EXIT_CHECK_FAILED
 __all__ = ["EXIT_DRILL_FAILED", "EXIT_DRLIB_ERROR", "handles_errors", "main", "run"]
@@ -44,6 +51,8 @@ def run() -> None:
         main()  # click's standalone mode: every ending (errors, Ctrl-C, --help) is a SystemExit
     except SystemExit as done:
         leave(done.code)
+    except OSError as exc:  # writing the output failed: `| head` gone, or `> file` on a full disk
+        leave_after_failed_write(exc)
 
 
 main.add_command(restore)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -125,6 +126,8 @@ def exit_code(results: DrillResults) -> int:
 
 #: the exit status Python gives when the output could not be written at exit
 EXIT_OUTPUT_LOST = 120
+#: a write that found no room (a full disk or quota, a file too large) or no working device
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 #: a C ``long`` (64-bit Linux): a larger exit code is -1 to ``sys.exit`` (255), not its low byte
 _LONG = range(-(2**63), 2**63)
 
@@ -147,6 +150,18 @@ def leave(code: object) -> NoReturn:
     os._exit(status & 0xFF)
 
 
+def leave_after_failed_write(exc: OSError) -> NoReturn:
+    """A write that nothing caught failed: its reader gone (1, quietly, as click exits on a closed pipe) or
+    no room (:data:`EXIT_OUTPUT_LOST`, one line on stderr instead of a traceback). Any other error is
+    re-raised: it is not the output's."""
+    if isinstance(exc, BrokenPipeError):
+        leave(1)  # as click exits on a closed pipe
+    if exc.errno not in _NO_ROOM:
+        raise exc
+    _say_lost(exc)
+    leave(EXIT_OUTPUT_LOST)
+
+
 def _flushed() -> bool:
     """Flush stdout and stderr; False when output was lost (a full disk, an I/O error: said on stderr), not
     when the reader of a pipe is gone (``| head``: no traceback, no message)."""
@@ -165,10 +180,14 @@ def _flushed() -> bool:
     return flushed
 
 
+_lost_said: list[bool] = []
+
+
 def _say_lost(exc: OSError) -> None:
-    """One line on the original stderr (if it can still be written) about output that was lost."""
+    """One line on the original stderr (if it can still be written) about output that was lost; said once."""
     stderr = sys.__stderr__
-    if stderr is not None:
+    if stderr is not None and not _lost_said:
+        _lost_said.append(True)
         with contextlib.suppress(Exception):
             stderr.write(f"error: drlib's output was not all written ({exc}): free space or write it elsewhere\n")
             stderr.flush()

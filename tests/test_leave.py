@@ -97,3 +97,35 @@ def test_the_console_command_exits_with_click_s_codes() -> None:
     assert subprocess.run([str(drlib), "--version"], capture_output=True, check=False).returncode == 0
     usage = subprocess.run([str(drlib), "no-such-command"], capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and "No such command" in usage.stderr
+
+
+DRLIB = str(Path(sys.executable).parent / "drlib")
+
+
+@pytest.mark.parametrize("args", [["drill", "list"], ["--help"]], ids=["a-command", "help"])
+def test_a_command_whose_output_finds_a_full_disk_says_so_in_one_line_and_exits_120(args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [DRLIB, *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False, env=BUFFERED
+        )
+    assert done.returncode == 120
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: drlib's output was not all written ([Errno 28] No space left on device): free space or write "
+        "it elsewhere"
+    ]
+
+
+def test_a_failed_write_that_is_not_about_room_is_not_hidden() -> None:
+    done = run_python(
+        "from drlib.terminal import leave_after_failed_write\n"
+        "leave_after_failed_write(PermissionError(13, 'Permission denied'))"
+    )
+    assert done.returncode == 1 and "PermissionError" in done.stderr
+
+
+def test_a_closed_pipe_mid_command_exits_1_quietly() -> None:
+    done = run_python(
+        "from drlib.terminal import leave_after_failed_write\nleave_after_failed_write(BrokenPipeError(32, 'x'))"
+    )
+    assert (done.returncode, done.stderr) == (1, "")
