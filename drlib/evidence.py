@@ -4,7 +4,6 @@ a step starts and after it ends, so a run that dies half-way still says which st
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -15,6 +14,7 @@ from typing import Any
 
 from drlib.checks import CheckResult
 from drlib.exceptions import DrlibError
+from drlib.files import write_whole
 from drlib.results import CheckRecord, StepRecord
 from drlib.results import Evidence as EvidenceRecord
 from drlib.secrets import redact
@@ -98,9 +98,7 @@ class Evidence:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(redact(self.record.model_dump_json(indent=2)), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_whole(self.path, redact(self.record.model_dump_json(indent=2)))
 
 
 def load_evidence(path: Path) -> EvidenceRecord | None:

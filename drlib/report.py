@@ -8,7 +8,6 @@ import hashlib
 import html
 import json
 import math
-import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from drlib.checks import CheckResult, checks_table_html
 from drlib.exceptions import ConfigError
+from drlib.files import write_whole
 from drlib.lock import FileLock, LockBusy, take
 from drlib.results import DrillResults, ResultsUnreadable
 from drlib.secrets import redact, scan_for_secrets
@@ -264,7 +264,7 @@ INDEX_LOCK = ".index.lock"
 @contextlib.contextmanager
 def _index_locked(root: Path) -> Iterator[None]:
     """The index's lock for the ``with`` block: another run's index is written first (30 s at most; then
-    the index is written without the lock, still whole: see :func:`_replace`)."""
+    the index is written without the lock, still whole: see :func:`~drlib.files.write_whole`)."""
     try:
         held: FileLock | None = take(root / INDEX_LOCK, purpose="reports index", timeout=30)
     except (LockBusy, OSError):
@@ -274,14 +274,6 @@ def _index_locked(root: Path) -> Iterator[None]:
     finally:
         if held is not None:
             held.release()
-
-
-def _replace(path: Path, text: str) -> None:
-    """Write ``path`` whole: a reader (another run's :func:`write_index`, a browser) sees the old file or
-    the new one, never half of it."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
 
 
 def write_index(root: Path, *, changed: Path | None = None) -> Path:
@@ -304,7 +296,7 @@ def _write_index(root: Path, changed: Path | None) -> Path:
         return kept if kept is not None and folder != changed else index_entry(root, folder)
 
     entries = sorted((entry(folder) for folder in folders), key=_newest_first, reverse=True)
-    _replace(root / "index.json", json.dumps(entries, indent=2))
+    write_whole(root / "index.json", json.dumps(entries, indent=2))
     rows = "".join(
         f"<tr><td><a href='{html.escape(e['folder'])}/report.html'>{html.escape(str(e.get('started_at')))}</a></td>"
         f"<td>{html.escape(str(e.get('scenario')))}</td><td>{html.escape(str(e.get('environment', '')))}</td>"
@@ -319,7 +311,7 @@ def _write_index(root: Path, changed: Path | None) -> Path:
         f"<th>RTO</th><th>RPO</th><th>intact</th></tr></thead><tbody>{rows}</tbody></table></body></html>"
     )
     index = root / "index.html"
-    _replace(index, page)
+    write_whole(index, page)
     return index
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from drlib.exceptions import BackupCorrupt
+from drlib.files import write_whole
 from drlib.postgres.catalog import SYSTEM_SCHEMA_FILTER
 from drlib.secrets import register_secret
 
@@ -401,11 +401,7 @@ def create_missing_roles(conn: psycopg.Connection, roles: list[Role]) -> list[st
 def write_roles_file(path: Path, roles: list[Role]) -> str:
     """Write the roles (with password hashes) as JSON, mode 0600, atomically; return the text."""
     text = json.dumps({"roles": [role.to_dict() for role in roles]}, indent=2, sort_keys=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_whole(path, text, mode=0o600)
     return text
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from drlib.exceptions import BackupCorrupt
+from drlib.files import write_whole
 from drlib.hashing import sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -103,9 +103,7 @@ def read_manifest(path: Path) -> BackupManifest:
 
 def write_manifest(path: Path, manifest: BackupManifest) -> None:
     """Write atomically: a crash never leaves half a manifest."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_whole(path, manifest.to_json())
 
 
 def dump_checksums(path: Path) -> tuple[str, dict[str, str], int]:

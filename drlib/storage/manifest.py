@@ -4,7 +4,6 @@ top-level folder (voiceovers, videos, artifacts) and the totals, written at back
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from drlib.exceptions import BackupCorrupt
+from drlib.files import write_whole
 from drlib.hashing import parallel_map
 from drlib.storage.backends import Storage, StoredFile
 
@@ -93,9 +93,8 @@ def manifest_path_for(backup: Path) -> Path:
 
 
 def write_manifest(path: Path, manifest: StorageManifest) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write atomically: a crash never leaves half a manifest."""
+    write_whole(path, manifest.to_json())
 
 
 def read_manifest(path: Path) -> StorageManifest:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drlib.exceptions import DrlibError
+from drlib.files import write_whole
 
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 
@@ -62,9 +63,7 @@ def block_writes(root: Path) -> WriteBlock:
         info = path.lstat()
         if not stat.S_ISLNK(info.st_mode):
             modes.setdefault(path.relative_to(root).as_posix(), stat.S_IMODE(info.st_mode))
-    partial = record.with_name(record.name + ".tmp")
-    partial.write_text(json.dumps(modes, indent=0, sort_keys=True), encoding="utf-8")
-    os.replace(partial, record)
+    write_whole(record, json.dumps(modes, indent=0, sort_keys=True))
     for relative, mode in sorted(modes.items(), reverse=True):  # files before the folders holding them
         path = root / relative
         if path.exists() and not path.is_symlink():
