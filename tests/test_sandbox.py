@@ -282,3 +282,11 @@ def test_a_clock_adjustment_does_not_make_our_processes_strangers(monkeypatch: p
     assert moved is not None and abs(moved.create_time - me.create_time) >= 1  # as the clock step moves it
     assert is_ours(me) and same_process_alive(os.getpid(), start_time(psutil.Process()))
     assert not is_ours(dataclasses.replace(me, started=me.started - 1))
+
+
+def test_stopping_the_api_stops_one_of_this_sandbox_whose_start_was_never_recorded(healthy_sandbox: Sandbox) -> None:
+    healthy_sandbox._save_pid("api", None)  # as a run killed between starting the API and recording it
+    assert api_processes(healthy_sandbox)
+    healthy_sandbox.stop_api()
+    assert not api_processes(healthy_sandbox)
+    assert not port_is_open(healthy_sandbox._ports()["api"])  # the port is free for the next start

@@ -441,9 +441,7 @@ class Sandbox:
             current = self._ours("api")
             if current and port_is_open(port) and self.webhook_protection_on() == webhook_protection:
                 return current.pid
-            stop_process(current, timeout=10)  # hung, or running with the other protection
-            for stray in self._unrecorded_apis():  # started by a run killed before it recorded the pid
-                stop_process(stray, timeout=10)
+            self._stop_apis()  # hung, or running with the other protection
             self._refuse_taken_port(port, "sample API")
             values = self._secrets()
             config, password = api_settings(self, values)  # the alternative's database while failed over
@@ -486,8 +484,14 @@ class Sandbox:
     def stop_api(self) -> None:
         """Stop the sample API (the sandbox's ``docker compose stop api``); a stale pid is not signalled."""
         with self._locked():
-            stop_process(self._pids().get("api"), timeout=10)
-            self._save_pid("api", None)
+            self._stop_apis()
+
+    def _stop_apis(self) -> None:
+        """Stop the recorded API and any other API of this sandbox (one a run killed before it recorded the
+        pid started: it would hold the port), and forget the record."""
+        for api in (self._pids().get("api"), *self._unrecorded_apis()):
+            stop_process(api, timeout=10)
+        self._save_pid("api", None)
 
     def stop_s3(self) -> None:
         """Stop the S3 endpoint (its objects are in memory: ``up`` starts it again with the live bucket re-seeded)."""
@@ -619,9 +623,9 @@ class Sandbox:
             if purge:
                 AlternativeProvider(self).forget_switch()
             if self._ports():
-                for name in ("api", "s3"):
-                    stop_process(self._pids().get(name), timeout=10)
-                    self._save_pid(name, None)
+                self._stop_apis()
+                stop_process(self._pids().get("s3"), timeout=10)
+                self._save_pid("s3", None)
                 self.redis().stop()
                 pg = self.postgres()
                 pg.stop()
